@@ -1,0 +1,104 @@
+//! Verified-token cache in front of the [`Verifier`]: a token seen before
+//! skips signature verification, but its time window, its provider and its
+//! key-set generation are re-checked on every hit, so a rotated-out key or
+//! an expired token is never served from the cache.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use super::claims::Identity;
+use super::verify::{TimeWindow, Verifier};
+use crate::error::AuthFailure;
+use crate::metrics::Metrics;
+
+/// Entries kept; when full, the cache is emptied (cheap, and a full cache
+/// under churn is mostly dead tokens anyway).
+const CAPACITY: usize = 10_000;
+
+struct Entry {
+    identity: Arc<Identity>,
+    window: TimeWindow,
+    generation: Option<u64>,
+}
+
+/// A [`Verifier`] with a cache of verdicts, keyed by the token's SHA-256.
+pub struct CachingVerifier {
+    inner: Verifier,
+    entries: Mutex<HashMap<[u8; 32], Entry>>,
+    metrics: Arc<Metrics>,
+}
+
+impl CachingVerifier {
+    /// Wraps `inner`.
+    pub fn new(inner: Verifier, metrics: Arc<Metrics>) -> Self {
+        CachingVerifier {
+            inner,
+            entries: Mutex::new(HashMap::new()),
+            metrics,
+        }
+    }
+
+    /// The wrapped verifier.
+    pub fn inner(&self) -> &Verifier {
+        &self.inner
+    }
+
+    /// Verifies, from the cache when possible. Failures are never cached.
+    pub async fn verify(
+        &self,
+        token: &str,
+        allowed: Option<&[usize]>,
+        now: u64,
+    ) -> Result<Arc<Identity>, AuthFailure> {
+        let key = digest(token);
+        if let Some(hit) = self.lookup(&key, allowed, now) {
+            self.metrics.token_cache_hits.inc();
+            return hit;
+        }
+        self.metrics.token_cache_misses.inc();
+        let verified = self.inner.verify(token, allowed, now).await?;
+        let identity = verified.identity.clone();
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= CAPACITY {
+            entries.clear();
+        }
+        entries.insert(
+            key,
+            Entry {
+                identity: verified.identity,
+                window: verified.window,
+                generation: verified.generation,
+            },
+        );
+        Ok(identity)
+    }
+
+    fn lookup(
+        &self,
+        key: &[u8; 32],
+        allowed: Option<&[usize]>,
+        now: u64,
+    ) -> Option<Result<Arc<Identity>, AuthFailure>> {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = entries.get(key)?;
+        let provider = entry.identity.provider;
+        let stale = entry.generation.is_some()
+            && entry.generation != self.inner.current_generation(provider);
+        if stale || entry.window.check(now).is_err() {
+            // Verify again from scratch: the precise reason comes from there.
+            entries.remove(key);
+            return None;
+        }
+        if allowed.is_some_and(|a| !a.contains(&provider)) {
+            return Some(Err(AuthFailure::WrongIssuer));
+        }
+        Some(Ok(entry.identity.clone()))
+    }
+}
+
+fn digest(token: &str) -> [u8; 32] {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}

@@ -1,0 +1,223 @@
+//! The identity read from verified claims, and the route's authorization
+//! checks against it. Pure.
+
+use std::collections::HashMap;
+
+use serde_json::{Map, Value};
+
+use crate::config::{ClaimRef, ProviderConfig};
+use crate::error::AuthFailure;
+use crate::routing::Allow;
+
+/// Who a verified token speaks for.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// Index of the provider that issued it.
+    pub provider: usize,
+    /// `sub`.
+    pub subject: Option<String>,
+    /// The configured username claim.
+    pub username: Option<String>,
+    /// The configured organization claim.
+    pub organization: Option<String>,
+    /// From `scope` (space-separated) and `permissions` (array), deduplicated.
+    pub scopes: Vec<String>,
+    /// A short hash of `jti`, safe to log.
+    pub jti_hash: Option<String>,
+    /// All claims, for `claimsHeaders`.
+    pub claims: Map<String, Value>,
+}
+
+impl Identity {
+    /// Reads the identity out of verified claims.
+    pub fn from_claims(
+        provider: usize,
+        config: &ProviderConfig,
+        claims: Map<String, Value>,
+    ) -> Identity {
+        let string = |name: &str| claims.get(name).and_then(Value::as_str).map(str::to_string);
+        let mut scopes: Vec<String> = Vec::new();
+        if let Some(Value::String(s)) = claims.get("scope") {
+            scopes.extend(s.split_ascii_whitespace().map(str::to_string));
+        }
+        if let Some(Value::Array(items)) = claims.get("permissions") {
+            scopes.extend(items.iter().filter_map(Value::as_str).map(str::to_string));
+        }
+        scopes.sort();
+        scopes.dedup();
+        Identity {
+            provider,
+            subject: string("sub"),
+            username: string(&config.username_claim),
+            organization: string(&config.organization_claim).filter(|o| !o.is_empty()),
+            scopes,
+            jti_hash: string("jti").map(|j| short_hash(&j)),
+            claims,
+        }
+    }
+
+    /// A claim as a header value: strings as they are, other JSON compactly.
+    pub fn claim_value(&self, claim: &ClaimRef) -> Option<String> {
+        let value = match claim {
+            ClaimRef::Name(n) => self.claims.get(n)?,
+            ClaimRef::Pointer(p) => {
+                // JSON Pointer on the claims object.
+                let mut current: Option<&Value> = None;
+                let mut first = true;
+                for token in p.split('/').skip(1) {
+                    let token = token.replace("~1", "/").replace("~0", "~");
+                    current = if first {
+                        first = false;
+                        self.claims.get(&token)
+                    } else {
+                        match current? {
+                            Value::Object(m) => m.get(&token),
+                            Value::Array(a) => token.parse::<usize>().ok().and_then(|i| a.get(i)),
+                            _ => None,
+                        }
+                    };
+                }
+                current?
+            }
+        };
+        match value {
+            Value::Null => None,
+            Value::String(s) => Some(s.clone()),
+            Value::Array(items) if items.iter().all(Value::is_string) => Some(
+                items
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            other => Some(other.to_string()),
+        }
+    }
+}
+
+/// First 12 hex digits of SHA-256: enough to correlate log lines, useless to replay.
+pub fn short_hash(s: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, s.as_bytes());
+    digest.as_ref()[..6]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Checks the route's `allow` and the trusted organizations list.
+pub fn authorize(
+    identity: &Identity,
+    allow: &Allow,
+    trusted: Option<&HashMap<String, String>>,
+) -> Result<(), AuthFailure> {
+    let needs_org = allow.organizations.is_some() || trusted.is_some();
+    match (&identity.organization, needs_org) {
+        (None, true) => return Err(AuthFailure::MissingOrganization),
+        (Some(org), _) => {
+            if trusted.is_some_and(|t| !t.contains_key(org)) {
+                return Err(AuthFailure::OrganizationDenied);
+            }
+            if allow
+                .organizations
+                .as_ref()
+                .is_some_and(|a| !a.contains(org))
+            {
+                return Err(AuthFailure::OrganizationDenied);
+            }
+        }
+        (None, false) => {}
+    }
+    if !allow.scopes.iter().all(|s| identity.scopes.contains(s)) {
+        return Err(AuthFailure::InsufficientScope {
+            required: allow.scopes.clone(),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn identity(claims: Value) -> Identity {
+        let config = crate::config::Config::from_yaml(
+            "idp: {issuer: 'https://i/', audiences: [a], jwksEndpoint: 'https://i/jwks'}\nupstreams: {u: {url: 'http://127.0.0.1:1'}}\nroutes: [{name: r, match: {pathPrefix: /}, upstream: u}]\n",
+            std::path::Path::new("t.yaml"),
+            &|_| None,
+        )
+        .unwrap();
+        Identity::from_claims(0, &config.providers[0], claims.as_object().unwrap().clone())
+    }
+
+    fn allow(orgs: Option<&[&str]>, scopes: &[&str]) -> Allow {
+        Allow {
+            organizations: orgs.map(|o| o.iter().map(|s| s.to_string()).collect()),
+            scopes: scopes.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn scopes_come_from_scope_and_permissions_whole_words() {
+        let id =
+            identity(json!({"scope": "openid apk:api_create", "permissions": ["apk:api_view"]}));
+        assert!(authorize(&id, &allow(None, &["apk:api_create", "apk:api_view"]), None).is_ok());
+        let id = identity(json!({"scope": "apk:api_create_extra"}));
+        assert!(matches!(
+            authorize(&id, &allow(None, &["apk:api_create"]), None),
+            Err(AuthFailure::InsufficientScope { .. })
+        ));
+    }
+
+    #[test]
+    fn organizations() {
+        let id = identity(json!({"org_id": "org_abc"}));
+        assert!(authorize(&id, &allow(Some(&["org_abc"]), &[]), None).is_ok());
+        assert_eq!(
+            authorize(&id, &allow(Some(&["org_xyz"]), &[]), None),
+            Err(AuthFailure::OrganizationDenied)
+        );
+        let none = identity(json!({}));
+        assert_eq!(
+            authorize(&none, &allow(Some(&["org_abc"]), &[]), None),
+            Err(AuthFailure::MissingOrganization)
+        );
+        assert!(authorize(&none, &allow(None, &[]), None).is_ok());
+        let mut trusted = HashMap::new();
+        trusted.insert("org_abc".to_string(), "org1".to_string());
+        assert!(authorize(&id, &allow(None, &[]), Some(&trusted)).is_ok());
+        let other = identity(json!({"org_id": "org_other"}));
+        assert_eq!(
+            authorize(&other, &allow(None, &[]), Some(&trusted)),
+            Err(AuthFailure::OrganizationDenied)
+        );
+        assert_eq!(
+            authorize(&none, &allow(None, &[]), Some(&trusted)),
+            Err(AuthFailure::MissingOrganization)
+        );
+    }
+
+    #[test]
+    fn claim_values_by_name_and_pointer() {
+        let id = identity(json!({
+            "https://example.com/roles": ["admin", "dev"],
+            "nested": {"a": [1, {"b": "deep"}]},
+            "n": 5
+        }));
+        assert_eq!(
+            id.claim_value(&ClaimRef::Name("https://example.com/roles".into()))
+                .as_deref(),
+            Some("admin,dev")
+        );
+        assert_eq!(
+            id.claim_value(&ClaimRef::Pointer("/nested/a/1/b".into()))
+                .as_deref(),
+            Some("deep")
+        );
+        assert_eq!(
+            id.claim_value(&ClaimRef::Name("n".into())).as_deref(),
+            Some("5")
+        );
+        assert_eq!(id.claim_value(&ClaimRef::Name("missing".into())), None);
+    }
+}

@@ -1,0 +1,389 @@
+//! Token verification: header, provider by `iss`, key by `kid` and `alg`,
+//! signature, then the registered claims. Every refusal is an
+//! [`AuthFailure`] from the contract's closed set.
+//!
+//! Claims are checked here rather than by `jsonwebtoken::Validation` so each
+//! failure maps to exactly one reason, `iat` is honoured, and `aud` accepts
+//! a string or an array with any-of semantics.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
+use serde_json::{Map, Value};
+
+use super::claims::Identity;
+use super::jwks::Jwks;
+use crate::config::ProviderConfig;
+use crate::error::AuthFailure;
+
+/// Tokens longer than this are refused before any decoding.
+const MAX_TOKEN_LEN: usize = 16 * 1024;
+
+/// A provider ready to verify: its settings, keys and HMAC secret.
+pub struct Provider {
+    /// Validated settings.
+    pub config: ProviderConfig,
+    /// Its JWKS.
+    pub jwks: Arc<Jwks>,
+    hmac: Option<DecodingKey>,
+}
+
+impl Provider {
+    /// Wraps a provider's config and JWKS.
+    pub fn new(config: ProviderConfig, jwks: Arc<Jwks>) -> Provider {
+        let hmac = config
+            .client_secret
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .and_then(|s| DecodingKey::from_secret(s).ok());
+        Provider { config, jwks, hmac }
+    }
+}
+
+/// A decoded but not yet verified token.
+struct Parts<'t> {
+    message: &'t str,
+    signature: &'t str,
+    alg: Algorithm,
+    kid: Option<String>,
+    claims: Map<String, Value>,
+}
+
+fn parse(token: &str) -> Result<Parts<'_>, AuthFailure> {
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(AuthFailure::Malformed);
+    }
+    let mut it = token.split('.');
+    let (Some(h), Some(p), Some(signature), None) = (it.next(), it.next(), it.next(), it.next())
+    else {
+        return Err(AuthFailure::Malformed);
+    };
+    let message = &token[..h.len() + 1 + p.len()];
+    let header: Map<String, Value> = decode_json(h)?;
+    let claims: Map<String, Value> = decode_json(p)?;
+    // RFC 7515 §4.1.11: extensions we do not understand must not be ignored.
+    if header.contains_key("crit") {
+        return Err(AuthFailure::Malformed);
+    }
+    // `jku`, `x5u`, `jwk` and `x5c` are never followed or trusted: keys
+    // come only from the configured JWKS or client secret.
+    let alg = match header.get("alg") {
+        Some(Value::String(a)) => a
+            .parse::<Algorithm>()
+            .map_err(|_| AuthFailure::AlgNotAllowed)?,
+        _ => return Err(AuthFailure::Malformed),
+    };
+    let kid = match header.get("kid") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(k)) => Some(k.clone()),
+        Some(_) => return Err(AuthFailure::Malformed),
+    };
+    if signature.is_empty() {
+        return Err(AuthFailure::Malformed);
+    }
+    Ok(Parts {
+        message,
+        signature,
+        alg,
+        kid,
+        claims,
+    })
+}
+
+fn decode_json(part: &str) -> Result<Map<String, Value>, AuthFailure> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(part)
+        .map_err(|_| AuthFailure::Malformed)?;
+    serde_json::from_slice(&bytes).map_err(|_| AuthFailure::Malformed)
+}
+
+/// Seconds since the epoch.
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs()
+}
+
+/// A NumericDate claim: absent is `Ok(None)`, a non-number is malformed.
+fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<u64>, AuthFailure> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(Value::Number(n)) => {
+            let v = n
+                .as_u64()
+                .or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
+                .ok_or(AuthFailure::Malformed)?;
+            Ok(Some(v))
+        }
+        Some(_) => Err(AuthFailure::Malformed),
+    }
+}
+
+/// Checks `exp`, `nbf`, `iat` against `now` with `skew` leeway.
+pub fn check_times(
+    claims: &Map<String, Value>,
+    now: u64,
+    skew: u64,
+) -> Result<TimeWindow, AuthFailure> {
+    let exp = numeric_date(claims, "exp")?.ok_or(AuthFailure::MissingTokenClaim)?;
+    let nbf = numeric_date(claims, "nbf")?;
+    let iat = numeric_date(claims, "iat")?;
+    if now > exp.saturating_add(skew) {
+        return Err(AuthFailure::Expired);
+    }
+    let starts = nbf.into_iter().chain(iat).max();
+    if let Some(start) = starts {
+        if start > now.saturating_add(skew) {
+            return Err(AuthFailure::NotYetValid);
+        }
+    }
+    Ok(TimeWindow {
+        not_before: starts.map(|s| s.saturating_sub(skew)),
+        not_after: exp.saturating_add(skew),
+    })
+}
+
+/// When a verified token is usable (already widened by the skew).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeWindow {
+    /// First second it is valid.
+    pub not_before: Option<u64>,
+    /// Last second it is valid.
+    pub not_after: u64,
+}
+
+impl TimeWindow {
+    /// Re-checks the window at `now` (for cached verdicts).
+    pub fn check(&self, now: u64) -> Result<(), AuthFailure> {
+        if now > self.not_after {
+            return Err(AuthFailure::Expired);
+        }
+        if self.not_before.is_some_and(|nb| now < nb) {
+            return Err(AuthFailure::NotYetValid);
+        }
+        Ok(())
+    }
+}
+
+/// `aud` (string or array of strings) contains one of `accepted`.
+fn check_audience(claims: &Map<String, Value>, accepted: &[String]) -> Result<(), AuthFailure> {
+    let ok = match claims.get("aud") {
+        Some(Value::String(a)) => accepted.iter().any(|x| x == a),
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .any(|a| accepted.iter().any(|x| x == a)),
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(AuthFailure::WrongAudience)
+    }
+}
+
+/// The providers of one configuration.
+pub struct Verifier {
+    providers: Vec<Provider>,
+}
+
+/// A successful verification.
+pub struct Verified {
+    /// Who the token speaks for.
+    pub identity: Arc<Identity>,
+    /// When it may be reused.
+    pub window: TimeWindow,
+    /// The key-set generation it was verified against (`None` for HMAC).
+    pub generation: Option<u64>,
+}
+
+impl Verifier {
+    /// Wraps the configured providers.
+    pub fn new(providers: Vec<Provider>) -> Verifier {
+        Verifier { providers }
+    }
+
+    /// The providers.
+    pub fn providers(&self) -> &[Provider] {
+        &self.providers
+    }
+
+    /// Verifies `token` for a route that accepts `allowed` providers (`None`: any).
+    pub async fn verify(
+        &self,
+        token: &str,
+        allowed: Option<&[usize]>,
+        now: u64,
+    ) -> Result<Verified, AuthFailure> {
+        let parts = parse(token)?;
+        // The provider is chosen by `iss` before any key is looked up.
+        let iss = parts.claims.get("iss").and_then(Value::as_str);
+        let Some((index, provider)) = self
+            .providers
+            .iter()
+            .enumerate()
+            .find(|(_, p)| Some(p.config.issuer.as_str()) == iss)
+        else {
+            return Err(AuthFailure::WrongIssuer);
+        };
+        if allowed.is_some_and(|a| !a.contains(&index)) {
+            return Err(AuthFailure::WrongIssuer);
+        }
+        if !provider.config.algorithms.contains(&parts.alg) {
+            return Err(AuthFailure::AlgNotAllowed);
+        }
+        let generation = verify_signature(provider, &parts).await?;
+        let window = check_times(&parts.claims, now, provider.config.clock_skew.as_secs())?;
+        check_audience(&parts.claims, &provider.config.audiences)?;
+        let identity = Identity::from_claims(index, &provider.config, parts.claims);
+        Ok(Verified {
+            identity: Arc::new(identity),
+            window,
+            generation,
+        })
+    }
+
+    /// The key-set generation a cached verdict must still match.
+    pub fn current_generation(&self, provider: usize) -> Option<u64> {
+        self.providers
+            .get(provider)?
+            .jwks
+            .keys()
+            .map(|l| l.generation)
+    }
+}
+
+/// Verifies the signature; returns the key-set generation used (None for HMAC).
+async fn verify_signature(
+    provider: &Provider,
+    parts: &Parts<'_>,
+) -> Result<Option<u64>, AuthFailure> {
+    let message = parts.message.as_bytes();
+    if parts.alg.family() == AlgorithmFamily::Hmac {
+        // HMAC keys come only from the client secret, never from the JWKS.
+        let key = provider.hmac.as_ref().ok_or(AuthFailure::AlgNotAllowed)?;
+        return if jsonwebtoken::crypto::verify(parts.signature, message, key, parts.alg)
+            .unwrap_or(false)
+        {
+            Ok(None)
+        } else {
+            Err(AuthFailure::BadSignature)
+        };
+    }
+    let loaded = provider.jwks.keys().ok_or(AuthFailure::JwksUnavailable)?;
+    let kid = parts.kid.as_deref();
+    if let Some(kid) = kid {
+        if !loaded.keys.has_kid(kid) {
+            // Rotation: the provider may have published a new key. Rate
+            // limited inside, so a flood of random kids is one fetch.
+            if !provider.jwks.refetch_for_unknown_kid(kid).await {
+                return Err(AuthFailure::UnknownKid);
+            }
+            let reloaded = provider.jwks.keys().ok_or(AuthFailure::JwksUnavailable)?;
+            if !reloaded.keys.has_kid(kid) {
+                return Err(AuthFailure::UnknownKid);
+            }
+            return check_with(&reloaded, kid.into(), parts);
+        }
+    }
+    check_with(&loaded, kid, parts)
+}
+
+fn check_with(
+    loaded: &super::jwks::Loaded,
+    kid: Option<&str>,
+    parts: &Parts<'_>,
+) -> Result<Option<u64>, AuthFailure> {
+    let mut candidates = loaded.keys.candidates(kid, parts.alg).peekable();
+    if candidates.peek().is_none() {
+        // The kid exists (or the token has none) but no key may verify this
+        // alg: a confusion attempt or a mis-signed token.
+        return Err(if kid.is_some() {
+            AuthFailure::AlgNotAllowed
+        } else {
+            AuthFailure::UnknownKid
+        });
+    }
+    if candidates.any(|k| k.verify(parts.message.as_bytes(), parts.signature, parts.alg)) {
+        Ok(Some(loaded.generation))
+    } else {
+        Err(AuthFailure::BadSignature)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn claims(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn time_claims() {
+        let now = 1_000_000;
+        assert_eq!(
+            check_times(&claims(json!({})), now, 30),
+            Err(AuthFailure::MissingTokenClaim)
+        );
+        assert_eq!(
+            check_times(&claims(json!({"exp": "soon"})), now, 30),
+            Err(AuthFailure::Malformed)
+        );
+        assert!(check_times(&claims(json!({"exp": now + 10})), now, 30).is_ok());
+        assert!(check_times(&claims(json!({"exp": now - 20})), now, 30).is_ok());
+        assert_eq!(
+            check_times(&claims(json!({"exp": now - 31})), now, 30),
+            Err(AuthFailure::Expired)
+        );
+        assert_eq!(
+            check_times(&claims(json!({"exp": now + 100, "nbf": now + 31})), now, 30),
+            Err(AuthFailure::NotYetValid)
+        );
+        assert_eq!(
+            check_times(&claims(json!({"exp": now + 100, "iat": now + 31})), now, 30),
+            Err(AuthFailure::NotYetValid)
+        );
+        assert!(check_times(&claims(json!({"exp": now + 100, "nbf": now + 29})), now, 30).is_ok());
+    }
+
+    #[test]
+    fn audience_any_of_string_or_array() {
+        let accepted = vec!["a".to_string(), "b".to_string()];
+        assert!(check_audience(&claims(json!({"aud": "b"})), &accepted).is_ok());
+        assert!(check_audience(&claims(json!({"aud": ["x", "a"]})), &accepted).is_ok());
+        assert!(check_audience(&claims(json!({"aud": ["x"]})), &accepted).is_err());
+        assert!(check_audience(&claims(json!({"aud": "ab"})), &accepted).is_err());
+        assert!(check_audience(&claims(json!({})), &accepted).is_err());
+        assert!(check_audience(&claims(json!({"aud": 5})), &accepted).is_err());
+    }
+
+    #[test]
+    fn malformed_tokens() {
+        for t in [
+            "",
+            "a",
+            "a.b",
+            "a.b.c.d",
+            "!!.e30.sig",
+            "e30.!!.sig",
+            "e30.e30.",
+            "e30.e30.sig",
+        ] {
+            assert!(parse(t).is_err(), "{t}");
+        }
+        // {"alg":"none"} / {} / sig
+        let none = format!("{}.e30.c2ln", URL_SAFE_NO_PAD.encode(br#"{"alg":"none"}"#));
+        assert_eq!(parse(&none).err(), Some(AuthFailure::AlgNotAllowed));
+        let crit = format!(
+            "{}.e30.c2ln",
+            URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256","crit":["x"]}"#)
+        );
+        assert_eq!(parse(&crit).err(), Some(AuthFailure::Malformed));
+    }
+}

@@ -1,0 +1,255 @@
+//! Configuration: the YAML file, expanded, parsed and validated into a
+//! compiled [`Config`]. No I/O beyond reading the file itself (and checking
+//! that referenced files exist), so start-up, reload and `check-config` all
+//! run the very same code.
+
+mod expand;
+pub mod raw;
+mod validate;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::HeaderName;
+use jsonwebtoken::Algorithm;
+use url::Url;
+
+use crate::routing::Route;
+
+pub use expand::expand_str;
+
+/// One problem found in a config file, with the YAML path it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted YAML path, e.g. `routes[1].upstream`; empty for the whole file.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl Problem {
+    pub(crate) fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Problem {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Every problem of a config file, found in one pass.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ConfigError {
+    /// The file.
+    pub file: PathBuf,
+    /// The problems, in file order where possible.
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        write!(
+            f,
+            "{}: {n} problem{}: ",
+            self.file.display(),
+            if n == 1 { "" } else { "s" }
+        )?;
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The validated, compiled configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Proxy listener.
+    pub listen: SocketAddr,
+    /// Admin listener.
+    pub admin_listen: SocketAddr,
+    /// Drain time on shutdown.
+    pub shutdown_grace: Duration,
+    /// TLS termination on the proxy listener.
+    pub tls: Option<TlsFiles>,
+    /// Identity providers (`idp` alone is one named `default`).
+    pub providers: Vec<ProviderConfig>,
+    /// Upstreams; routes refer to them by index.
+    pub upstreams: Vec<UpstreamConfig>,
+    /// Routes in file order.
+    pub routes: Vec<Route>,
+    /// Trusted organizations: claim value → platform name.
+    pub organizations: Option<HashMap<String, String>>,
+    /// Organization binding.
+    pub binding: OrganizationBinding,
+    /// Forwarded identity.
+    pub forwarding: Forwarding,
+    /// Per-organization request metric.
+    pub organization_label: bool,
+}
+
+/// TLS certificate and key files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// PEM certificate chain.
+    pub cert_file: PathBuf,
+    /// PEM private key.
+    pub key_file: PathBuf,
+}
+
+/// Where a provider's keys come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwksSource {
+    /// A configured JWKS URL.
+    Url(Url),
+    /// OIDC discovery at this URL; the document's `issuer` must equal the provider's.
+    Discovery(Url),
+}
+
+/// One identity provider, validated.
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    /// Name (`default` for `idp:`).
+    pub name: String,
+    /// Exact `iss`.
+    pub issuer: String,
+    /// Key source.
+    pub jwks: JwksSource,
+    /// Claim forwarded as the user.
+    pub username_claim: String,
+    /// Claim holding the organization.
+    pub organization_claim: String,
+    /// Accepted audiences (any of).
+    pub audiences: Vec<String>,
+    /// HMAC secret, if HS* algorithms are allowed.
+    pub client_secret: Option<Vec<u8>>,
+    /// Allowed algorithms.
+    pub algorithms: Vec<Algorithm>,
+    /// Leeway for time claims.
+    pub clock_skew: Duration,
+    /// Background refresh period.
+    pub refresh: Duration,
+    /// Minimum interval between unknown-kid refetches.
+    pub min_refetch_interval: Duration,
+    /// How long last-good keys outlive a failing endpoint.
+    pub max_stale: Duration,
+    /// Persisted last-good JWKS.
+    pub cache_file: Option<PathBuf>,
+    /// Token sources in order.
+    pub token_sources: Vec<TokenSource>,
+    /// Extra CA bundle for HTTPS fetches.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// One place a token may be found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    /// A header, with an optional scheme (compared case-insensitively).
+    Header {
+        /// Header name.
+        name: HeaderName,
+        /// e.g. `Bearer`.
+        scheme: Option<String>,
+    },
+    /// A query parameter.
+    Query(String),
+    /// A cookie.
+    Cookie(String),
+}
+
+/// One upstream, validated.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// Name for metrics and logs.
+    pub name: String,
+    /// Base URL.
+    pub url: Url,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// Time until response headers.
+    pub request_timeout: Duration,
+    /// Extra CA bundle.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// Organization binding, validated.
+#[derive(Debug, Clone, Default)]
+pub struct OrganizationBinding {
+    /// Always overwritten with the verified organization's name.
+    pub header: Option<HeaderName>,
+    /// When present in a request, must name the verified organization.
+    pub query_param: Option<String>,
+}
+
+/// A claim read for a header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimRef {
+    /// A top-level claim by its whole name (namespaced names included).
+    Name(String),
+    /// A JSON Pointer into the claims.
+    Pointer(String),
+}
+
+/// Forwarded identity, validated.
+#[derive(Debug, Clone)]
+pub struct Forwarding {
+    /// User header.
+    pub user: HeaderName,
+    /// Organization header.
+    pub organization: HeaderName,
+    /// Subject header.
+    pub subject: HeaderName,
+    /// Claim → header.
+    pub claims: Vec<(ClaimRef, HeaderName)>,
+    /// Pass `Authorization` upstream.
+    pub forward_authorization: bool,
+}
+
+impl Forwarding {
+    /// Every header the gateway sets from verified claims: always stripped
+    /// from incoming requests so a caller can never forge one.
+    pub fn identity_header_names(&self) -> impl Iterator<Item = &HeaderName> {
+        [&self.user, &self.organization, &self.subject]
+            .into_iter()
+            .chain(self.claims.iter().map(|(_, h)| h))
+    }
+}
+
+impl Config {
+    /// Reads, expands and validates a config file from the process environment.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            problems: vec![Problem::new("", format!("cannot read the file: {e}"))],
+        })?;
+        Config::from_yaml(&text, path, &|name| std::env::var(name).ok())
+    }
+
+    /// Validates YAML text; `file` names it in errors and anchors relative paths.
+    pub fn from_yaml(
+        text: &str,
+        file: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        validate::from_yaml(text, env).map_err(|problems| ConfigError {
+            file: file.to_path_buf(),
+            problems,
+        })
+    }
+}

@@ -1,0 +1,424 @@
+//! The configuration file as written: serde structs that mirror the YAML
+//! one to one. Nothing here is checked beyond its shape; `validate` turns a
+//! [`RawConfig`] into the compiled [`crate::config::Config`].
+//!
+//! Every struct denies unknown fields, so a misspelt key is an error rather
+//! than a silently disabled check.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Deserializer};
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawConfig {
+    /// Proxy listener address, `host:port`. Default `0.0.0.0:8080`.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Seconds that in-flight requests get to finish after SIGTERM/SIGINT. Default 20.
+    #[serde(default = "default_grace", deserialize_with = "u64_or_string")]
+    pub shutdown_grace_seconds: u64,
+    /// The admin listener (`/metrics`, `/healthz`, `/readyz`).
+    #[serde(default)]
+    pub admin: RawAdmin,
+    /// TLS termination on the proxy listener.
+    #[serde(default)]
+    pub tls: Option<RawTls>,
+    /// The identity provider, with the keys APK's Helm values use.
+    #[serde(default)]
+    pub idp: Option<RawIdp>,
+    /// Several identity providers; each entry is shaped like `idp` and has a `name`.
+    #[serde(default)]
+    pub idps: Vec<RawIdp>,
+    /// Named upstreams that routes forward to.
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, RawUpstream>,
+    /// Routes, first match wins, in file order.
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+    /// Trusted organizations: organization claim value → the platform's name for it.
+    /// When present, a token whose organization is not listed is refused.
+    #[serde(default)]
+    pub organizations: Option<BTreeMap<String, RawOrganization>>,
+    /// Binds the caller's request to its verified organization.
+    #[serde(default)]
+    pub organization_binding: Option<RawOrganizationBinding>,
+    /// What is forwarded upstream about the verified caller.
+    #[serde(default)]
+    pub forwarding: RawForwarding,
+    /// Metrics options.
+    #[serde(default)]
+    pub metrics: RawMetrics,
+}
+
+/// The admin listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawAdmin {
+    /// Admin listener address. Default `127.0.0.1:9901`; never the proxy port.
+    #[serde(default = "default_admin_listen")]
+    pub listen: String,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        RawAdmin {
+            listen: default_admin_listen(),
+        }
+    }
+}
+
+/// TLS termination.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawTls {
+    /// PEM certificate chain.
+    pub cert_file: String,
+    /// PEM private key.
+    pub key_file: String,
+}
+
+/// One identity provider.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawIdp {
+    /// Provider name, used by `routes[].providers` (required in `idps`).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Expected `iss`, compared exactly (Auth0's has a trailing slash).
+    #[serde(default)]
+    pub issuer: String,
+    /// JWKS URL. Empty: found by OIDC discovery from the issuer.
+    #[serde(default)]
+    pub jwks_endpoint: String,
+    /// Claim forwarded as the user identity. Default `sub`.
+    #[serde(default = "default_username_claim")]
+    pub username_claim: String,
+    /// Claim holding the organization. Default `org_id` (Auth0 Organizations).
+    #[serde(default = "default_organization_claim")]
+    pub organization_claim: String,
+    /// Accepted `aud` values; a token must carry at least one of them.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// Shared secret for HS256/384/512-signed tokens; empty disables HMAC.
+    #[serde(default)]
+    pub client_secret: String,
+    /// Allowed signature algorithms. Default `[RS256]`; `none` is never allowed.
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<String>,
+    /// Leeway for `exp`, `nbf` and `iat`. Default 30.
+    #[serde(default = "default_skew", deserialize_with = "u64_or_string")]
+    pub clock_skew_seconds: u64,
+    /// JWKS cache behaviour.
+    #[serde(default)]
+    pub jwks: RawJwks,
+    /// Where the token is read from, in order; first found wins.
+    #[serde(default = "default_token_sources")]
+    pub token_sources: Vec<RawTokenSource>,
+    /// Extra PEM CA bundle trusted when fetching discovery and JWKS over HTTPS.
+    #[serde(default)]
+    pub ca_file: String,
+}
+
+/// JWKS cache behaviour.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawJwks {
+    /// Background refresh period; a shorter `Cache-Control: max-age` wins. Default 600.
+    #[serde(default = "default_refresh", deserialize_with = "u64_or_string")]
+    pub refresh_seconds: u64,
+    /// An unknown `kid` triggers at most one refetch per this interval. Default 30.
+    #[serde(default = "default_min_refetch", deserialize_with = "u64_or_string")]
+    pub min_refetch_interval_seconds: u64,
+    /// Keep the last good keys this long while the endpoint fails. Default 86400.
+    #[serde(default = "default_max_stale", deserialize_with = "u64_or_string")]
+    pub max_stale_seconds: u64,
+    /// Optional file holding the last good JWKS, used at cold start if the provider is down.
+    #[serde(default)]
+    pub cache_file: String,
+}
+
+impl Default for RawJwks {
+    fn default() -> Self {
+        RawJwks {
+            refresh_seconds: default_refresh(),
+            min_refetch_interval_seconds: default_min_refetch(),
+            max_stale_seconds: default_max_stale(),
+            cache_file: String::new(),
+        }
+    }
+}
+
+/// One place a token may be found.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawTokenSource {
+    /// A request header. `Authorization` expects `Bearer <jwt>` (scheme case-insensitive).
+    #[serde(default)]
+    pub header: Option<String>,
+    /// For `header`: the scheme before the token (default `Bearer` for
+    /// `Authorization`, none for other headers).
+    #[serde(default)]
+    pub scheme: Option<String>,
+    /// A query parameter.
+    #[serde(default)]
+    pub query: Option<String>,
+    /// A cookie.
+    #[serde(default)]
+    pub cookie: Option<String>,
+}
+
+/// An upstream.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawUpstream {
+    /// Base URL, `http://` or `https://`; a path in it is prepended to the request path.
+    pub url: String,
+    /// TCP (and TLS) connect timeout. Default 2000.
+    #[serde(
+        default = "default_connect_timeout",
+        deserialize_with = "u64_or_string"
+    )]
+    pub connect_timeout_ms: u64,
+    /// Time allowed until the upstream's response headers arrive. Default 30000.
+    #[serde(
+        default = "default_request_timeout",
+        deserialize_with = "u64_or_string"
+    )]
+    pub request_timeout_ms: u64,
+    /// Extra PEM CA bundle for an `https` upstream (system roots are always trusted).
+    #[serde(default)]
+    pub ca_file: String,
+}
+
+/// A route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawRoute {
+    /// Name used in metrics and logs; unique.
+    pub name: String,
+    /// What requests this route takes.
+    #[serde(rename = "match")]
+    pub matcher: RawMatch,
+    /// `jwt` (default) or `none` for a public route.
+    #[serde(default)]
+    pub auth: Option<String>,
+    /// Who may use the route.
+    #[serde(default)]
+    pub allow: Option<RawAllow>,
+    /// Restrict the route to these providers (names from `idps`).
+    #[serde(default)]
+    pub providers: Option<Vec<String>>,
+    /// Default upstream.
+    pub upstream: String,
+    /// Organization claim value → upstream, overriding `upstream`.
+    #[serde(default)]
+    pub organization_upstreams: BTreeMap<String, String>,
+    /// Remove the matched `pathPrefix` before forwarding.
+    #[serde(default, deserialize_with = "bool_or_string")]
+    pub strip_prefix: bool,
+}
+
+/// Request matcher.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawMatch {
+    /// Exact path.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Path prefix, matched on segment boundaries.
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+    /// Methods; omitted: any.
+    #[serde(default)]
+    pub methods: Option<Vec<String>>,
+    /// Host (port ignored, case-insensitive); omitted: any.
+    #[serde(default)]
+    pub host: Option<String>,
+}
+
+/// Authorization rules of a route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawAllow {
+    /// Allowed organizations; omitted: any; `"*"`: explicitly any.
+    #[serde(default)]
+    pub organizations: Option<Vec<String>>,
+    /// Required scopes, all of them.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+/// A trusted organization.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawOrganization {
+    /// The platform's name for the organization (APK's `org1`).
+    pub name: String,
+}
+
+/// Organization binding.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawOrganizationBinding {
+    /// Header always set to the verified organization's name.
+    #[serde(default)]
+    pub header: Option<String>,
+    /// Query parameter that, when present, must name the verified organization.
+    #[serde(default)]
+    pub query_param: Option<String>,
+}
+
+/// What is forwarded upstream.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawForwarding {
+    /// Headers set from verified claims; always removed from the incoming request.
+    #[serde(default)]
+    pub identity_headers: RawIdentityHeaders,
+    /// Claim → header. A name starting with `/` is a JSON Pointer.
+    #[serde(default)]
+    pub claims_headers: BTreeMap<String, String>,
+    /// Pass the original `Authorization` header upstream. Default true.
+    #[serde(default = "default_true", deserialize_with = "bool_or_string")]
+    pub forward_authorization: bool,
+}
+
+impl Default for RawForwarding {
+    fn default() -> Self {
+        RawForwarding {
+            identity_headers: RawIdentityHeaders::default(),
+            claims_headers: BTreeMap::new(),
+            forward_authorization: true,
+        }
+    }
+}
+
+/// Identity header names.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawIdentityHeaders {
+    /// Default `X-Forwarded-User`.
+    #[serde(default = "default_user_header")]
+    pub user: String,
+    /// Default `X-Forwarded-Org`.
+    #[serde(default = "default_org_header")]
+    pub organization: String,
+    /// Default `X-Forwarded-Sub`.
+    #[serde(default = "default_sub_header")]
+    pub subject: String,
+}
+
+impl Default for RawIdentityHeaders {
+    fn default() -> Self {
+        RawIdentityHeaders {
+            user: default_user_header(),
+            organization: default_org_header(),
+            subject: default_sub_header(),
+        }
+    }
+}
+
+/// Metrics options.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawMetrics {
+    /// Per-organization request counter (opt-in: cardinality).
+    #[serde(default, deserialize_with = "bool_or_string")]
+    pub organization_label: bool,
+}
+
+fn default_listen() -> String {
+    "0.0.0.0:8080".into()
+}
+fn default_admin_listen() -> String {
+    "127.0.0.1:9901".into()
+}
+fn default_grace() -> u64 {
+    20
+}
+fn default_username_claim() -> String {
+    "sub".into()
+}
+fn default_organization_claim() -> String {
+    "org_id".into()
+}
+fn default_algorithms() -> Vec<String> {
+    vec!["RS256".into()]
+}
+fn default_skew() -> u64 {
+    30
+}
+fn default_refresh() -> u64 {
+    600
+}
+fn default_min_refetch() -> u64 {
+    30
+}
+fn default_max_stale() -> u64 {
+    86_400
+}
+fn default_token_sources() -> Vec<RawTokenSource> {
+    vec![RawTokenSource {
+        header: Some("Authorization".into()),
+        scheme: None,
+        query: None,
+        cookie: None,
+    }]
+}
+fn default_connect_timeout() -> u64 {
+    2_000
+}
+fn default_request_timeout() -> u64 {
+    30_000
+}
+fn default_true() -> bool {
+    true
+}
+fn default_user_header() -> String {
+    "X-Forwarded-User".into()
+}
+fn default_org_header() -> String {
+    "X-Forwarded-Org".into()
+}
+fn default_sub_header() -> String {
+    "X-Forwarded-Sub".into()
+}
+
+/// Numbers may arrive as strings after `${VAR}` expansion.
+fn u64_or_string<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum N {
+        Num(u64),
+        Str(String),
+    }
+    match N::deserialize(d)? {
+        N::Num(n) => Ok(n),
+        N::Str(s) => s
+            .trim()
+            .parse()
+            .map_err(|_| serde::de::Error::custom(format!("expected a whole number, got {s:?}"))),
+    }
+}
+
+/// Booleans may arrive as strings after `${VAR}` expansion.
+fn bool_or_string<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum B {
+        Bool(bool),
+        Str(String),
+    }
+    match B::deserialize(d)? {
+        B::Bool(b) => Ok(b),
+        B::Str(s) => match s.trim() {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            _ => Err(serde::de::Error::custom(format!(
+                "expected true or false, got {s:?}"
+            ))),
+        },
+    }
+}

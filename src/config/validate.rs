@@ -1,0 +1,697 @@
+//! Raw config → compiled [`Config`], collecting every problem in one pass.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use http::{HeaderName, Method};
+use jsonwebtoken::Algorithm;
+use url::Url;
+
+use super::raw::{RawConfig, RawIdp, RawRoute, RawTokenSource};
+use super::{
+    ClaimRef, Config, Forwarding, JwksSource, OrganizationBinding, Problem, ProviderConfig,
+    TlsFiles, TokenSource, UpstreamConfig, expand,
+};
+use crate::routing::{Access, Allow, PathMatch, Route};
+
+/// Collects problems; a path that already has one gets no second, so a
+/// value that failed expansion is not also reported as, say, a bad URL.
+struct Problems {
+    list: Vec<Problem>,
+    paths: HashSet<String>,
+}
+
+impl Problems {
+    fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        let path = path.into();
+        if self.paths.insert(path.clone()) {
+            self.list.push(Problem::new(path, message));
+        }
+    }
+}
+
+pub(super) fn from_yaml(
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, Vec<Problem>> {
+    let mut value: serde_yaml::Value = serde_yaml::from_str(text)
+        .map_err(|e| vec![Problem::new("", format!("invalid YAML: {e}"))])?;
+    if value.is_null() {
+        return Err(vec![Problem::new("", "the file is empty")]);
+    }
+    let mut expansion = Vec::new();
+    expand::expand_tree(&mut value, "", env, &mut expansion);
+    let mut problems = Problems {
+        paths: expansion.iter().map(|p| p.path.clone()).collect(),
+        list: expansion,
+    };
+    let raw: RawConfig = match serde_path_to_error::deserialize(value) {
+        Ok(raw) => raw,
+        Err(e) => {
+            let path = e.path().to_string();
+            let path = if path == "." { String::new() } else { path };
+            problems.add(path, e.into_inner().to_string());
+            return Err(problems.list);
+        }
+    };
+    let config = compile(raw, &mut problems);
+    if problems.list.is_empty() {
+        Ok(config)
+    } else {
+        Err(problems.list)
+    }
+}
+
+fn compile(raw: RawConfig, p: &mut Problems) -> Config {
+    let listen = socket_addr(&raw.listen, "listen", p);
+    let admin_listen = socket_addr(&raw.admin.listen, "admin.listen", p);
+    if listen.is_some() && listen == admin_listen {
+        p.add(
+            "admin.listen",
+            "must differ from `listen`: the admin API is never served on the proxy port",
+        );
+    }
+    let tls = raw.tls.map(|t| TlsFiles {
+        cert_file: existing_file(&t.cert_file, "tls.certFile", p),
+        key_file: existing_file(&t.key_file, "tls.keyFile", p),
+    });
+
+    let providers = providers(raw.idp, raw.idps, p);
+    let provider_index: HashMap<&str, usize> = providers
+        .iter()
+        .enumerate()
+        .map(|(i, pr)| (pr.name.as_str(), i))
+        .collect();
+
+    let mut upstreams = Vec::new();
+    let mut upstream_index = HashMap::new();
+    for (name, u) in raw.upstreams {
+        let path = format!("upstreams.{name}");
+        let url = http_url(&u.url, &format!("{path}.url"), p);
+        if u.connect_timeout_ms == 0 {
+            p.add(format!("{path}.connectTimeoutMs"), "must be greater than 0");
+        }
+        if u.request_timeout_ms == 0 {
+            p.add(format!("{path}.requestTimeoutMs"), "must be greater than 0");
+        }
+        let ca_file = optional_file(&u.ca_file, &format!("{path}.caFile"), p);
+        upstream_index.insert(name.clone(), upstreams.len());
+        upstreams.push(UpstreamConfig {
+            name,
+            url: url.unwrap_or_else(placeholder_url),
+            connect_timeout: Duration::from_millis(u.connect_timeout_ms),
+            request_timeout: Duration::from_millis(u.request_timeout_ms),
+            ca_file,
+        });
+    }
+
+    let organizations = raw.organizations.map(|orgs| {
+        orgs.into_iter()
+            .map(|(id, o)| (id, o.name))
+            .collect::<HashMap<_, _>>()
+    });
+
+    if raw.routes.is_empty() {
+        p.add("routes", "at least one route is required");
+    }
+    let mut names = HashSet::new();
+    let routes = raw
+        .routes
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
+            let path = format!("routes[{i}]");
+            if !names.insert(r.name.clone()) {
+                p.add(
+                    format!("{path}.name"),
+                    format!("duplicate route name {:?}", r.name),
+                );
+            }
+            route(r, &path, &upstream_index, &provider_index, &providers, p)
+        })
+        .collect();
+
+    let binding = match raw.organization_binding {
+        Some(b) => OrganizationBinding {
+            header: b
+                .header
+                .and_then(|h| header_name(&h, "organizationBinding.header", p)),
+            query_param: b.query_param.filter(|q| !q.is_empty()),
+        },
+        None => OrganizationBinding::default(),
+    };
+
+    let f = raw.forwarding;
+    let claims = f
+        .claims_headers
+        .iter()
+        .filter_map(|(claim, header)| {
+            let path = format!("forwarding.claimsHeaders.{claim}");
+            if claim.is_empty() {
+                p.add(&path, "claim name is empty");
+                return None;
+            }
+            let claim = if claim.starts_with('/') {
+                ClaimRef::Pointer(claim.clone())
+            } else {
+                ClaimRef::Name(claim.clone())
+            };
+            header_name(header, &path, p).map(|h| (claim, h))
+        })
+        .collect();
+    let forwarding = Forwarding {
+        user: header_name(
+            &f.identity_headers.user,
+            "forwarding.identityHeaders.user",
+            p,
+        )
+        .unwrap_or(HeaderName::from_static("x-forwarded-user")),
+        organization: header_name(
+            &f.identity_headers.organization,
+            "forwarding.identityHeaders.organization",
+            p,
+        )
+        .unwrap_or(HeaderName::from_static("x-forwarded-org")),
+        subject: header_name(
+            &f.identity_headers.subject,
+            "forwarding.identityHeaders.subject",
+            p,
+        )
+        .unwrap_or(HeaderName::from_static("x-forwarded-sub")),
+        claims,
+        forward_authorization: f.forward_authorization,
+    };
+    for (name, path) in [
+        (&forwarding.user, "forwarding.identityHeaders.user"),
+        (
+            &forwarding.organization,
+            "forwarding.identityHeaders.organization",
+        ),
+        (&forwarding.subject, "forwarding.identityHeaders.subject"),
+    ] {
+        if is_reserved_header(name) {
+            p.add(
+                path,
+                format!("{name} is managed by the gateway and cannot carry identity"),
+            );
+        }
+    }
+
+    Config {
+        listen: listen.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 8080))),
+        admin_listen: admin_listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9901))),
+        shutdown_grace: Duration::from_secs(raw.shutdown_grace_seconds),
+        tls,
+        providers,
+        upstreams,
+        routes,
+        organizations,
+        binding,
+        forwarding,
+        organization_label: raw.metrics.organization_label,
+    }
+}
+
+fn providers(idp: Option<RawIdp>, idps: Vec<RawIdp>, p: &mut Problems) -> Vec<ProviderConfig> {
+    let mut out = Vec::new();
+    match (idp, idps.is_empty()) {
+        (Some(_), false) => {
+            p.add("idps", "use either `idp` or `idps`, not both");
+        }
+        (Some(idp), true) => {
+            let name = idp.name.clone().unwrap_or_else(|| "default".into());
+            out.extend(provider(idp, name, "idp", p));
+        }
+        (None, false) => {
+            let mut names = HashSet::new();
+            for (i, idp) in idps.into_iter().enumerate() {
+                let path = format!("idps[{i}]");
+                let Some(name) = idp.name.clone().filter(|n| !n.is_empty()) else {
+                    p.add(format!("{path}.name"), "every entry of `idps` needs a name");
+                    continue;
+                };
+                if !names.insert(name.clone()) {
+                    p.add(
+                        format!("{path}.name"),
+                        format!("duplicate provider name {name:?}"),
+                    );
+                }
+                out.extend(provider(idp, name, &path, p));
+            }
+            let mut issuers = HashSet::new();
+            for (i, pr) in out.iter().enumerate() {
+                if !issuers.insert(pr.issuer.clone()) {
+                    p.add(
+                        format!("idps[{i}].issuer"),
+                        format!("issuer {:?} is configured twice", pr.issuer),
+                    );
+                }
+            }
+        }
+        (None, true) => {}
+    }
+    out
+}
+
+fn provider(idp: RawIdp, name: String, path: &str, p: &mut Problems) -> Option<ProviderConfig> {
+    let issuer_ok = if idp.issuer.is_empty() {
+        p.add(format!("{path}.issuer"), "is required");
+        false
+    } else {
+        http_url(&idp.issuer, &format!("{path}.issuer"), p).is_some()
+    };
+    let jwks = if idp.jwks_endpoint.is_empty() {
+        // Discovery per OIDC: the issuer without its trailing slash.
+        let discovery = format!(
+            "{}/.well-known/openid-configuration",
+            idp.issuer.trim_end_matches('/')
+        );
+        Url::parse(&discovery).ok().map(JwksSource::Discovery)
+    } else {
+        http_url(&idp.jwks_endpoint, &format!("{path}.jwksEndpoint"), p).map(JwksSource::Url)
+    };
+
+    if idp.audiences.is_empty() {
+        p.add(
+            format!("{path}.audiences"),
+            "at least one audience is required, or tokens minted for any other API of the provider would be accepted",
+        );
+    }
+    for (i, a) in idp.audiences.iter().enumerate() {
+        if a.is_empty() {
+            p.add(
+                format!("{path}.audiences[{i}]"),
+                "is empty (an unset environment variable?)",
+            );
+        }
+    }
+    for (claim, key) in [
+        (&idp.username_claim, "usernameClaim"),
+        (&idp.organization_claim, "organizationClaim"),
+    ] {
+        if claim.is_empty() {
+            p.add(format!("{path}.{key}"), "must not be empty");
+        }
+    }
+
+    let mut algorithms = Vec::new();
+    if idp.algorithms.is_empty() {
+        p.add(
+            format!("{path}.algorithms"),
+            "must list at least one algorithm",
+        );
+    }
+    for (i, a) in idp.algorithms.iter().enumerate() {
+        let apath = format!("{path}.algorithms[{i}]");
+        if a.eq_ignore_ascii_case("none") {
+            p.add(
+                apath,
+                "\"none\" is never allowed: unsigned tokens are refused",
+            );
+            continue;
+        }
+        match Algorithm::from_str(a) {
+            Ok(alg) => {
+                if !algorithms.contains(&alg) {
+                    algorithms.push(alg);
+                }
+            }
+            Err(_) => p.add(
+                apath,
+                format!(
+                    "unknown algorithm {a:?} (supported: RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 EdDSA HS256 HS384 HS512)"
+                ),
+            ),
+        }
+    }
+    let wants_hmac = algorithms
+        .iter()
+        .any(|a| matches!(a, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512));
+    let client_secret = if wants_hmac {
+        if idp.client_secret.len() < 32 {
+            p.add(
+                format!("{path}.clientSecret"),
+                "HS256/384/512 in `algorithms` need a client secret of at least 32 bytes",
+            );
+        }
+        Some(idp.client_secret.into_bytes())
+    } else {
+        None
+    };
+
+    let jwks_path = format!("{path}.jwks");
+    for (v, key) in [
+        (idp.jwks.refresh_seconds, "refreshSeconds"),
+        (
+            idp.jwks.min_refetch_interval_seconds,
+            "minRefetchIntervalSeconds",
+        ),
+    ] {
+        if v == 0 {
+            p.add(format!("{jwks_path}.{key}"), "must be greater than 0");
+        }
+    }
+
+    if idp.token_sources.is_empty() {
+        p.add(
+            format!("{path}.tokenSources"),
+            "must list at least one source",
+        );
+    }
+    let token_sources = idp
+        .token_sources
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| token_source(s, &format!("{path}.tokenSources[{i}]"), p))
+        .collect();
+
+    let cache_file = (!idp.jwks.cache_file.is_empty()).then(|| PathBuf::from(&idp.jwks.cache_file));
+    let ca_file = optional_file(&idp.ca_file, &format!("{path}.caFile"), p);
+
+    if !issuer_ok {
+        return None;
+    }
+    Some(ProviderConfig {
+        name,
+        issuer: idp.issuer,
+        jwks: jwks?,
+        username_claim: idp.username_claim,
+        organization_claim: idp.organization_claim,
+        audiences: idp.audiences,
+        client_secret,
+        algorithms,
+        clock_skew: Duration::from_secs(idp.clock_skew_seconds),
+        refresh: Duration::from_secs(idp.jwks.refresh_seconds.max(1)),
+        min_refetch_interval: Duration::from_secs(idp.jwks.min_refetch_interval_seconds.max(1)),
+        max_stale: Duration::from_secs(idp.jwks.max_stale_seconds),
+        cache_file,
+        token_sources,
+        ca_file,
+    })
+}
+
+fn token_source(s: &RawTokenSource, path: &str, p: &mut Problems) -> Option<TokenSource> {
+    let set = [s.header.is_some(), s.query.is_some(), s.cookie.is_some()]
+        .iter()
+        .filter(|b| **b)
+        .count();
+    if set != 1 {
+        p.add(path, "give exactly one of `header`, `query` or `cookie`");
+        return None;
+    }
+    if s.scheme.is_some() && s.header.is_none() {
+        p.add(format!("{path}.scheme"), "only applies to `header`");
+        return None;
+    }
+    if let Some(h) = &s.header {
+        let name = header_name(h, &format!("{path}.header"), p)?;
+        let scheme = match &s.scheme {
+            Some(sch) if sch.is_empty() => None,
+            Some(sch) => Some(sch.clone()),
+            None if name == http::header::AUTHORIZATION => Some("Bearer".into()),
+            None => None,
+        };
+        return Some(TokenSource::Header { name, scheme });
+    }
+    if let Some(q) = &s.query {
+        if q.is_empty() {
+            p.add(format!("{path}.query"), "must not be empty");
+            return None;
+        }
+        return Some(TokenSource::Query(q.clone()));
+    }
+    match &s.cookie {
+        Some(c) if !c.is_empty() => Some(TokenSource::Cookie(c.clone())),
+        _ => {
+            p.add(format!("{path}.cookie"), "must not be empty");
+            None
+        }
+    }
+}
+
+fn route(
+    r: RawRoute,
+    path: &str,
+    upstreams: &HashMap<String, usize>,
+    provider_index: &HashMap<&str, usize>,
+    providers: &[ProviderConfig],
+    p: &mut Problems,
+) -> Option<Route> {
+    if r.name.is_empty() {
+        p.add(format!("{path}.name"), "must not be empty");
+    }
+    let m = &r.matcher;
+    let path_match = match (&m.path, &m.path_prefix) {
+        (Some(exact), None) => {
+            if !exact.starts_with('/') {
+                p.add(format!("{path}.match.path"), "must start with /");
+            }
+            Some(PathMatch::Exact(exact.clone()))
+        }
+        (None, Some(prefix)) => {
+            if !prefix.starts_with('/') {
+                p.add(format!("{path}.match.pathPrefix"), "must start with /");
+            }
+            Some(PathMatch::Prefix(prefix.trim_end_matches('/').to_string()))
+        }
+        (Some(_), Some(_)) => {
+            p.add(
+                format!("{path}.match"),
+                "give `path` or `pathPrefix`, not both",
+            );
+            None
+        }
+        (None, None) => {
+            p.add(format!("{path}.match"), "needs `path` or `pathPrefix`");
+            None
+        }
+    };
+    let methods = m.methods.as_ref().map(|ms| {
+        ms.iter()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                let upper = s.to_ascii_uppercase();
+                match Method::from_bytes(upper.as_bytes()) {
+                    Ok(m) if !upper.is_empty() => Some(m),
+                    _ => {
+                        p.add(
+                            format!("{path}.match.methods[{i}]"),
+                            format!("invalid method {s:?}"),
+                        );
+                        None
+                    }
+                }
+            })
+            .collect::<Vec<_>>()
+    });
+    if methods.as_ref().is_some_and(|m| m.is_empty()) {
+        p.add(
+            format!("{path}.match.methods"),
+            "must not be empty (omit it for any method)",
+        );
+    }
+    let host = m.host.as_ref().map(|h| h.to_ascii_lowercase());
+    if host.as_ref().is_some_and(|h| h.is_empty()) {
+        p.add(
+            format!("{path}.match.host"),
+            "must not be empty (omit it for any host)",
+        );
+    }
+
+    let upstream = upstream_ref(&r.upstream, &format!("{path}.upstream"), upstreams, p);
+    let mut organization_upstreams = HashMap::new();
+    for (org, name) in &r.organization_upstreams {
+        if let Some(i) = upstream_ref(
+            name,
+            &format!("{path}.organizationUpstreams.{org}"),
+            upstreams,
+            p,
+        ) {
+            organization_upstreams.insert(org.clone(), i);
+        }
+    }
+    if r.strip_prefix && !matches!(path_match, Some(PathMatch::Prefix(_))) {
+        p.add(format!("{path}.stripPrefix"), "needs `match.pathPrefix`");
+    }
+
+    let access = match r.auth.as_deref().unwrap_or("jwt") {
+        "none" => {
+            for (set, key) in [
+                (r.allow.is_some(), "allow"),
+                (
+                    !r.organization_upstreams.is_empty(),
+                    "organizationUpstreams",
+                ),
+                (r.providers.is_some(), "providers"),
+            ] {
+                if set {
+                    p.add(
+                        format!("{path}.{key}"),
+                        "has no effect on a public route (`auth: none`): remove it or the `auth: none`",
+                    );
+                }
+            }
+            Access::Public
+        }
+        "jwt" => {
+            if providers.is_empty() {
+                p.add(
+                    format!("{path}.auth"),
+                    "a protected route needs an identity provider: configure `idp`",
+                );
+            }
+            let allow = r.allow.map(|a| {
+                let organizations = a.organizations.and_then(|orgs| {
+                    if orgs.is_empty() {
+                        p.add(
+                            format!("{path}.allow.organizations"),
+                            "is empty, so nobody could pass; omit it or use \"*\" for any organization",
+                        );
+                    }
+                    if orgs.iter().any(|o| o == "*") {
+                        None
+                    } else {
+                        Some(orgs.into_iter().collect())
+                    }
+                });
+                for (i, s) in a.scopes.iter().enumerate() {
+                    if s.is_empty() || s.contains(' ') {
+                        p.add(
+                            format!("{path}.allow.scopes[{i}]"),
+                            "must be one non-empty scope without spaces",
+                        );
+                    }
+                }
+                Allow {
+                    organizations,
+                    scopes: a.scopes,
+                }
+            });
+            let providers = r.providers.map(|names| {
+                names
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, n)| match provider_index.get(n.as_str()) {
+                        Some(ix) => Some(*ix),
+                        None => {
+                            p.add(
+                                format!("{path}.providers[{i}]"),
+                                format!("provider {n:?} is not defined in `idps`"),
+                            );
+                            None
+                        }
+                    })
+                    .collect()
+            });
+            Access::Jwt {
+                allow: allow.unwrap_or_default(),
+                providers,
+            }
+        }
+        other => {
+            p.add(
+                format!("{path}.auth"),
+                format!("must be \"jwt\" or \"none\", got {other:?}"),
+            );
+            return None;
+        }
+    };
+
+    Some(Route {
+        name: r.name,
+        host,
+        methods,
+        path: path_match?,
+        access,
+        upstream: upstream?,
+        organization_upstreams,
+        strip_prefix: r.strip_prefix,
+    })
+}
+
+fn upstream_ref(
+    name: &str,
+    path: &str,
+    upstreams: &HashMap<String, usize>,
+    p: &mut Problems,
+) -> Option<usize> {
+    let found = upstreams.get(name).copied();
+    if found.is_none() {
+        p.add(
+            path,
+            format!("upstream {name:?} is not defined in `upstreams`"),
+        );
+    }
+    found
+}
+
+fn socket_addr(s: &str, path: &str, p: &mut Problems) -> Option<SocketAddr> {
+    if let Ok(a) = s.parse() {
+        return Some(a);
+    }
+    match s.to_socket_addrs().map(|mut it| it.next()) {
+        Ok(Some(a)) => Some(a),
+        _ => {
+            p.add(path, format!("{s:?} is not a host:port address"));
+            None
+        }
+    }
+}
+
+fn http_url(s: &str, path: &str, p: &mut Problems) -> Option<Url> {
+    match Url::parse(s) {
+        Ok(u) if (u.scheme() == "http" || u.scheme() == "https") && u.host().is_some() => {
+            if u.query().is_some() || u.fragment().is_some() {
+                p.add(path, format!("{s:?} must not have a query or fragment"));
+                return None;
+            }
+            Some(u)
+        }
+        Ok(_) => {
+            p.add(path, format!("{s:?} is not an http:// or https:// URL"));
+            None
+        }
+        Err(e) => {
+            p.add(path, format!("{s:?} is not a valid URL: {e}"));
+            None
+        }
+    }
+}
+
+fn placeholder_url() -> Url {
+    // Only reached when a problem was recorded, so the config is discarded.
+    Url::parse("http://invalid.invalid/").unwrap_or_else(|_| unreachable!())
+}
+
+fn header_name(s: &str, path: &str, p: &mut Problems) -> Option<HeaderName> {
+    match HeaderName::from_bytes(s.as_bytes()) {
+        Ok(h) => Some(h),
+        Err(_) => {
+            p.add(path, format!("{s:?} is not a valid header name"));
+            None
+        }
+    }
+}
+
+fn is_reserved_header(h: &HeaderName) -> bool {
+    crate::proxy::headers::is_hop_by_hop(h)
+        || h == http::header::HOST
+        || h == http::header::AUTHORIZATION
+        || h == http::header::CONTENT_LENGTH
+}
+
+fn existing_file(s: &str, path: &str, p: &mut Problems) -> PathBuf {
+    if s.is_empty() {
+        p.add(path, "is required");
+    } else if !std::path::Path::new(s).is_file() {
+        p.add(path, format!("file {s:?} does not exist"));
+    }
+    PathBuf::from(s)
+}
+
+fn optional_file(s: &str, path: &str, p: &mut Problems) -> Option<PathBuf> {
+    (!s.is_empty()).then(|| existing_file(s, path, p))
+}

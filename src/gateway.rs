@@ -1,0 +1,359 @@
+//! The request path, as a readable sequence of phases:
+//! route → authenticate → authorize → choose upstream → rewrite → forward →
+//! record. Each request runs on the [`Runtime`] it started with, so a
+//! config swap never changes a request half-way.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use http_body_util::combinators::BoxBody;
+use hyper::body::Incoming;
+
+use crate::auth::{CachingVerifier, Identity, authorize, token, verify::now_secs};
+use crate::config::Config;
+use crate::error::{AuthFailure, GateError};
+use crate::metrics::{Metrics, method_label};
+use crate::proxy::Upstream;
+use crate::proxy::headers::{self, X_REQUEST_ID};
+use crate::routing::{self, Access, Route};
+
+/// The response body the gateway returns.
+pub type Body = BoxBody<Bytes, hyper::Error>;
+
+/// Everything one configuration needs at request time.
+pub struct Runtime {
+    /// The validated config.
+    pub config: Config,
+    /// Token verification.
+    pub verifier: CachingVerifier,
+    /// Upstreams, indexed like `config.upstreams`.
+    pub upstreams: Vec<Upstream>,
+}
+
+/// The proxy's request handler.
+pub struct Gateway {
+    runtime: ArcSwap<Runtime>,
+    metrics: Arc<Metrics>,
+    draining: AtomicBool,
+    proto: &'static str,
+}
+
+/// What happened to one request, for metrics and the access log.
+struct Outcome<'r> {
+    route: Option<&'r Route>,
+    identity: Option<Arc<Identity>>,
+    upstream: Option<usize>,
+}
+
+impl Gateway {
+    /// A gateway serving `runtime`; `tls` says what `X-Forwarded-Proto` is.
+    pub fn new(runtime: Runtime, metrics: Arc<Metrics>, tls: bool) -> Gateway {
+        Gateway {
+            runtime: ArcSwap::from_pointee(runtime),
+            metrics,
+            draining: AtomicBool::new(false),
+            proto: if tls { "https" } else { "http" },
+        }
+    }
+
+    /// The runtime new requests use.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.runtime.load_full()
+    }
+
+    /// Swaps in a new runtime; requests in flight keep the old one.
+    pub fn swap(&self, runtime: Runtime) {
+        self.runtime.store(Arc::new(runtime));
+    }
+
+    /// Stops taking new requests (they get 503) and reports not-ready.
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether draining.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Ready when not draining and every provider has usable keys.
+    /// Returns the reason otherwise.
+    pub fn readiness(&self) -> Result<(), String> {
+        if self.is_draining() {
+            return Err("draining".into());
+        }
+        let rt = self.runtime.load();
+        for p in rt.verifier.inner().providers() {
+            if !p.jwks.is_ready() {
+                return Err(format!("JWKS of issuer {} not loaded", p.config.issuer));
+            }
+        }
+        Ok(())
+    }
+
+    /// Handles one request from `peer`.
+    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let start = Instant::now();
+        self.metrics.inflight.inc();
+        let rt = self.runtime.load_full();
+        let request_id = headers::request_id(req.headers());
+        let method = req.method().clone();
+        let path = req.uri().path().to_string();
+
+        let mut outcome = Outcome {
+            route: None,
+            identity: None,
+            upstream: None,
+        };
+        let result = self
+            .process(&rt, req, peer, &request_id, &mut outcome)
+            .await;
+        let (response, error) = match result {
+            Ok(resp) => (resp, None),
+            Err(e) => (
+                e.to_response(&request_id)
+                    .map(|b| b.map_err(|never| match never {}).boxed()),
+                Some(e),
+            ),
+        };
+
+        let status = response.status();
+        let route_name = outcome.route.map_or("unmatched", |r| r.name.as_str());
+        let elapsed = start.elapsed();
+        self.metrics
+            .requests
+            .with_label_values(&[route_name, method_label(&method), status.as_str()])
+            .inc();
+        self.metrics
+            .request_duration
+            .with_label_values(&[route_name])
+            .observe(elapsed.as_secs_f64());
+        let reason = error.as_ref().and_then(GateError::reason);
+        if let Some(reason) = reason {
+            self.metrics
+                .auth_failures
+                .with_label_values(&[reason])
+                .inc();
+        }
+        let identity = outcome.identity.as_deref();
+        if let Some(org) = identity.and_then(|i| i.organization.as_deref()) {
+            self.metrics.count_organization(org);
+        }
+        let upstream = outcome
+            .upstream
+            .and_then(|i| rt.upstreams.get(i))
+            .map(|u| u.config.name.as_str());
+        tracing::info!(
+            target: "access",
+            request_id = %request_id,
+            method = %method,
+            path = %path,
+            route = route_name,
+            status = status.as_u16(),
+            latency_ms = elapsed.as_secs_f64() * 1000.0,
+            org = identity.and_then(|i| i.organization.as_deref()),
+            sub = identity.and_then(|i| i.subject.as_deref()),
+            jti = identity.and_then(|i| i.jti_hash.as_deref()),
+            upstream,
+            reason,
+            error = error.as_ref().filter(|e| e.reason().is_none()).map(|e| e.to_string()),
+        );
+        self.metrics.inflight.dec();
+        response
+    }
+
+    async fn process<'r>(
+        &self,
+        rt: &'r Runtime,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        request_id: &str,
+        outcome: &mut Outcome<'r>,
+    ) -> Result<Response<Body>, GateError> {
+        if self.is_draining() {
+            return Err(GateError::Draining);
+        }
+        let config = &rt.config;
+        let path = req.uri().path();
+        if !routing::path_is_safe(path) {
+            return Err(GateError::BadRequest("the request path is not allowed"));
+        }
+        let host = request_host(&req);
+
+        // Route.
+        let route = routing::find(&config.routes, host.as_deref(), req.method(), path)
+            .ok_or(GateError::NoRoute)?;
+        outcome.route = Some(route);
+
+        // Authenticate and authorize.
+        let identity = match &route.access {
+            Access::Public => None,
+            Access::Jwt { allow, providers } => {
+                let sources = token_sources(rt, providers.as_deref());
+                let token = sources
+                    .iter()
+                    .find_map(|s| {
+                        token::extract(std::slice::from_ref(*s), req.headers(), req.uri().query())
+                    })
+                    .ok_or(AuthFailure::MissingToken)?;
+                let identity = rt
+                    .verifier
+                    .verify(&token, providers.as_deref(), now_secs())
+                    .await?;
+                outcome.identity = Some(identity.clone());
+                authorize(&identity, allow, config.organizations.as_ref())?;
+                check_binding(config, &identity, req.uri().query())?;
+                Some(identity)
+            }
+        };
+
+        // Choose the upstream.
+        let upstream_index =
+            route.upstream_for(identity.as_ref().and_then(|i| i.organization.as_deref()));
+        outcome.upstream = Some(upstream_index);
+        let upstream = rt.upstreams.get(upstream_index).ok_or(GateError::NoRoute)?;
+
+        // Rewrite.
+        let uri = upstream
+            .uri(route.upstream_path(path), req.uri().query())
+            .map_err(|_| GateError::BadRequest("the request target cannot be forwarded"))?;
+        let (mut parts, body) = req.into_parts();
+        parts.uri = uri;
+        parts.version = http::Version::HTTP_11;
+        rewrite_request_headers(
+            config,
+            &mut parts.headers,
+            identity.as_deref(),
+            peer,
+            self.proto,
+            host.as_deref(),
+            request_id,
+        );
+
+        // Forward.
+        let result = upstream.send(Request::from_parts(parts, body)).await;
+        let name = upstream.config.name.as_str();
+        let resp = match result {
+            Ok(resp) => resp,
+            Err(failure) => {
+                self.metrics
+                    .upstream_errors
+                    .with_label_values(&[name, failure.kind()])
+                    .inc();
+                return Err(GateError::Upstream(failure));
+            }
+        };
+        self.metrics
+            .upstream_requests
+            .with_label_values(&[name, resp.status().as_str()])
+            .inc();
+        let (mut parts, body) = resp.into_parts();
+        headers::strip_hop_by_hop(&mut parts.headers);
+        if let Ok(v) = HeaderValue::from_str(request_id) {
+            parts.headers.insert(X_REQUEST_ID, v);
+        }
+        Ok(Response::from_parts(parts, body.boxed()))
+    }
+}
+
+/// The token sources of the providers a route accepts, in order, deduplicated.
+fn token_sources<'a>(
+    rt: &'a Runtime,
+    allowed: Option<&[usize]>,
+) -> Vec<&'a crate::config::TokenSource> {
+    let mut out: Vec<&crate::config::TokenSource> = Vec::new();
+    for (i, p) in rt.config.providers.iter().enumerate() {
+        if allowed.is_some_and(|a| !a.contains(&i)) {
+            continue;
+        }
+        for s in &p.token_sources {
+            if !out.contains(&s) {
+                out.push(s);
+            }
+        }
+    }
+    out
+}
+
+/// `Host`, or the authority of an absolute-form request.
+fn request_host(req: &Request<Incoming>) -> Option<String> {
+    req.headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()))
+}
+
+/// The caller may not name another organization than the verified one.
+fn check_binding(
+    config: &Config,
+    identity: &Identity,
+    query: Option<&str>,
+) -> Result<(), AuthFailure> {
+    let (Some(param), Some(query)) = (&config.binding.query_param, query) else {
+        return Ok(());
+    };
+    let verified = identity.organization.as_deref();
+    let name = verified.and_then(|o| config.organizations.as_ref()?.get(o).map(String::as_str));
+    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+        if k == param.as_str() && Some(v.as_ref()) != verified && Some(v.as_ref()) != name {
+            return Err(AuthFailure::OrganizationMismatch);
+        }
+    }
+    Ok(())
+}
+
+fn rewrite_request_headers(
+    config: &Config,
+    h: &mut http::HeaderMap,
+    identity: Option<&Identity>,
+    peer: SocketAddr,
+    proto: &'static str,
+    host: Option<&str>,
+    request_id: &str,
+) {
+    headers::strip_hop_by_hop(h);
+    // Identity headers are stripped on every route, public ones included,
+    // so an upstream can trust them whenever they are present.
+    let f = &config.forwarding;
+    for name in f.identity_header_names() {
+        h.remove(name);
+    }
+    if let Some(b) = &config.binding.header {
+        h.remove(b);
+    }
+    if !f.forward_authorization {
+        h.remove(header::AUTHORIZATION);
+    }
+    headers::set_forwarded(h, peer.ip(), proto, host);
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        h.insert(X_REQUEST_ID, v);
+    }
+    let Some(id) = identity else { return };
+    let mut set = |name: &http::HeaderName, value: Option<&str>| {
+        if let Some(v) = value.and_then(|v| HeaderValue::from_str(v).ok()) {
+            h.insert(name.clone(), v);
+        }
+    };
+    set(&f.user, id.username.as_deref());
+    set(&f.organization, id.organization.as_deref());
+    set(&f.subject, id.subject.as_deref());
+    for (claim, name) in &f.claims {
+        set(name, id.claim_value(claim).as_deref());
+    }
+    if let (Some(b), Some(org)) = (&config.binding.header, id.organization.as_deref()) {
+        let name = config
+            .organizations
+            .as_ref()
+            .and_then(|o| o.get(org))
+            .map_or(org, String::as_str);
+        set(b, Some(name));
+    }
+}

@@ -1,0 +1,29 @@
+//! idp-gate: a reverse-proxy sidecar that verifies bearer JWTs against an
+//! OIDC provider's JWKS, authorizes by organization and scope, routes by
+//! organization, forwards, and exports Prometheus metrics.
+//!
+//! `main.rs` is a thin CLI over this library.
+
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod gateway;
+pub mod logging;
+pub mod metrics;
+pub mod proxy;
+pub mod routing;
+pub mod server;
+pub mod tls;
+
+/// Version, commit and features, for `idp-gate version` and logs.
+pub fn version_line() -> String {
+    format!(
+        "idp-gate {} (commit {}, crypto aws-lc-rs, features: jwks-discovery token-cache tls)",
+        env!("CARGO_PKG_VERSION"),
+        option_env!("IDP_GATE_GIT_COMMIT").unwrap_or("unknown"),
+    )
+}

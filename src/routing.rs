@@ -1,0 +1,254 @@
+//! Compiled routes and request matching. Pure: values in, values out.
+
+use std::collections::{HashMap, HashSet};
+
+use http::Method;
+
+/// How a route's path is matched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathMatch {
+    /// The whole path, byte for byte.
+    Exact(String),
+    /// A prefix ending on a segment boundary: `/api` takes `/api` and
+    /// `/api/x`, never `/apix`. Stored without a trailing slash (`/` is empty).
+    Prefix(String),
+}
+
+impl PathMatch {
+    fn matches(&self, path: &str) -> bool {
+        match self {
+            PathMatch::Exact(p) => p == path,
+            PathMatch::Prefix(p) => {
+                path.starts_with(p.as_str())
+                    && matches!(path.as_bytes().get(p.len()), None | Some(b'/'))
+            }
+        }
+    }
+}
+
+/// Authorization of a protected route.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Allow {
+    /// `None`: any organization (a token still needs one only if
+    /// `organizations` is set).
+    pub organizations: Option<HashSet<String>>,
+    /// All required.
+    pub scopes: Vec<String>,
+}
+
+/// Whether and how a route authenticates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Access {
+    /// Public: no token needed, none is verified.
+    Public,
+    /// A verified token is required.
+    Jwt {
+        /// Who may pass.
+        allow: Allow,
+        /// Indices into the configured providers; `None`: any provider.
+        providers: Option<Vec<usize>>,
+    },
+}
+
+/// A compiled route.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Name for metrics and logs.
+    pub name: String,
+    /// Lowercase host without port; `None`: any host.
+    pub host: Option<String>,
+    /// `None`: any method.
+    pub methods: Option<Vec<Method>>,
+    /// Path matcher.
+    pub path: PathMatch,
+    /// Authentication and authorization.
+    pub access: Access,
+    /// Index of the default upstream.
+    pub upstream: usize,
+    /// Organization → upstream index.
+    pub organization_upstreams: HashMap<String, usize>,
+    /// Remove a matched prefix before forwarding.
+    pub strip_prefix: bool,
+}
+
+impl Route {
+    /// Whether this route takes the request.
+    pub fn matches(&self, host: Option<&str>, method: &Method, path: &str) -> bool {
+        if let Some(want) = &self.host {
+            match host {
+                Some(h) if host_without_port(h).eq_ignore_ascii_case(want) => {}
+                _ => return false,
+            }
+        }
+        if let Some(methods) = &self.methods {
+            if !methods.contains(method) {
+                return false;
+            }
+        }
+        self.path.matches(path)
+    }
+
+    /// The upstream for a verified organization.
+    pub fn upstream_for(&self, organization: Option<&str>) -> usize {
+        organization
+            .and_then(|o| self.organization_upstreams.get(o))
+            .copied()
+            .unwrap_or(self.upstream)
+    }
+
+    /// The path sent upstream.
+    pub fn upstream_path<'a>(&self, path: &'a str) -> &'a str {
+        match (&self.path, self.strip_prefix) {
+            (PathMatch::Prefix(p), true) => {
+                let rest = &path[p.len().min(path.len())..];
+                if rest.is_empty() { "/" } else { rest }
+            }
+            _ => path,
+        }
+    }
+}
+
+/// First route that takes the request.
+pub fn find<'r>(
+    routes: &'r [Route],
+    host: Option<&str>,
+    method: &Method,
+    path: &str,
+) -> Option<&'r Route> {
+    routes.iter().find(|r| r.matches(host, method, path))
+}
+
+/// `Host` without its port; IPv6 literals keep their brackets.
+pub fn host_without_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return match host.find(']') {
+            Some(end) => &host[..=end],
+            None => host,
+        };
+    }
+    match host.rfind(':') {
+        Some(i) => &host[..i],
+        None => host,
+    }
+}
+
+/// Whether a request path is safe to match and forward unchanged.
+///
+/// Paths are matched and forwarded byte for byte, so anything an upstream
+/// might normalise into another route's space is refused instead: dot
+/// segments (plain or percent-encoded), encoded slashes and backslashes,
+/// and anything that is not origin-form.
+pub fn path_is_safe(path: &str) -> bool {
+    if !path.starts_with('/') {
+        return false;
+    }
+    let lower = path.to_ascii_lowercase();
+    if lower.contains("%2f") || lower.contains("%5c") || lower.contains('\\') {
+        return false;
+    }
+    !lower.split('/').any(|segment| {
+        let decoded = segment.replace("%2e", ".");
+        decoded == "." || decoded == ".."
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(path: PathMatch) -> Route {
+        Route {
+            name: "r".into(),
+            host: None,
+            methods: None,
+            path,
+            access: Access::Public,
+            upstream: 0,
+            organization_upstreams: HashMap::new(),
+            strip_prefix: false,
+        }
+    }
+
+    #[test]
+    fn prefix_matches_on_segment_boundaries() {
+        let r = route(PathMatch::Prefix("/api".into()));
+        assert!(r.matches(None, &Method::GET, "/api"));
+        assert!(r.matches(None, &Method::GET, "/api/"));
+        assert!(r.matches(None, &Method::GET, "/api/x/y"));
+        assert!(!r.matches(None, &Method::GET, "/apix"));
+        assert!(!r.matches(None, &Method::GET, "/ap"));
+        let root = route(PathMatch::Prefix(String::new()));
+        assert!(root.matches(None, &Method::GET, "/anything"));
+    }
+
+    #[test]
+    fn exact_host_and_method() {
+        let mut r = route(PathMatch::Exact("/health".into()));
+        r.host = Some("apk.example.com".into());
+        r.methods = Some(vec![Method::GET]);
+        assert!(r.matches(Some("APK.example.com:8443"), &Method::GET, "/health"));
+        assert!(!r.matches(Some("other.example.com"), &Method::GET, "/health"));
+        assert!(!r.matches(None, &Method::GET, "/health"));
+        assert!(!r.matches(Some("apk.example.com"), &Method::POST, "/health"));
+        assert!(!r.matches(Some("apk.example.com"), &Method::GET, "/health/x"));
+    }
+
+    #[test]
+    fn first_match_wins() {
+        let mut a = route(PathMatch::Prefix("/api".into()));
+        a.name = "a".into();
+        let mut b = route(PathMatch::Prefix("/api/x".into()));
+        b.name = "b".into();
+        let routes = [a, b];
+        assert_eq!(
+            find(&routes, None, &Method::GET, "/api/x").unwrap().name,
+            "a"
+        );
+        assert!(find(&routes, None, &Method::GET, "/other").is_none());
+    }
+
+    #[test]
+    fn strip_prefix_keeps_a_leading_slash() {
+        let mut r = route(PathMatch::Prefix("/api".into()));
+        r.strip_prefix = true;
+        assert_eq!(r.upstream_path("/api/x"), "/x");
+        assert_eq!(r.upstream_path("/api"), "/");
+    }
+
+    #[test]
+    fn organization_upstreams_override_the_default() {
+        let mut r = route(PathMatch::Prefix("/api".into()));
+        r.upstream = 0;
+        r.organization_upstreams.insert("org_eu".into(), 1);
+        assert_eq!(r.upstream_for(Some("org_eu")), 1);
+        assert_eq!(r.upstream_for(Some("org_us")), 0);
+        assert_eq!(r.upstream_for(None), 0);
+    }
+
+    #[test]
+    fn unsafe_paths_are_refused() {
+        for bad in [
+            "/public/../admin",
+            "/public/%2e%2e/admin",
+            "/public/%2E./admin",
+            "/a/./b",
+            "/a%2fb",
+            "/a%5Cb",
+            "/a\\b",
+            "*",
+            "",
+        ] {
+            assert!(!path_is_safe(bad), "{bad}");
+        }
+        for good in ["/", "/api/x", "/a..b/c", "/file.txt", "/a//b"] {
+            assert!(path_is_safe(good), "{good}");
+        }
+    }
+
+    #[test]
+    fn hosts_lose_their_port() {
+        assert_eq!(host_without_port("a.b:80"), "a.b");
+        assert_eq!(host_without_port("a.b"), "a.b");
+        assert_eq!(host_without_port("[::1]:80"), "[::1]");
+    }
+}
