@@ -2,12 +2,19 @@
 
 #![forbid(unsafe_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use idp_gate::config::Config;
+use idp_gate::demo::{
+    self,
+    keys::SigningKey,
+    mint::{self, MintRequest},
+    run::DemoPorts,
+};
 use idp_gate::logging::{self, LogFormat};
+use jsonwebtoken::Algorithm;
 
 #[derive(Parser)]
 #[command(
@@ -36,6 +43,52 @@ enum Command {
         /// The YAML config file.
         file: PathBuf,
     },
+    /// The embedded default: a development IdP, an echo upstream and the
+    /// gateway on loopback, with ready-to-paste curl commands.
+    Demo {
+        /// Gateway proxy port.
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// Gateway admin port.
+        #[arg(long, default_value_t = 9901)]
+        admin_port: u16,
+        /// Development IdP port.
+        #[arg(long, default_value_t = 9400)]
+        idp_port: u16,
+        /// Echo upstream port.
+        #[arg(long, default_value_t = 9500)]
+        upstream_port: u16,
+        /// Print the built-in config and exit.
+        #[arg(long)]
+        print_config: bool,
+    },
+    /// Mint a token signed with a private key file (PEM); prints only the token.
+    Token {
+        /// PKCS#8 (or PKCS#1/SEC1) private key PEM: RSA, EC P-256/P-384 or Ed25519.
+        #[arg(long)]
+        key: PathBuf,
+        /// `iss`, exactly as the gateway expects it (Auth0: trailing slash).
+        #[arg(long)]
+        issuer: String,
+        /// `aud`; repeat for several.
+        #[arg(long, required = true)]
+        audience: Vec<String>,
+        /// `org_id`.
+        #[arg(long)]
+        org: Option<String>,
+        /// `sub` (and `email` if it contains @).
+        #[arg(long)]
+        user: String,
+        /// A scope; repeat for several (also written to `permissions`).
+        #[arg(long)]
+        scope: Vec<String>,
+        /// Lifetime: 3600, 90s, 15m, 1h, 2d.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        /// Signature algorithm; default from the key (RSA: RS256).
+        #[arg(long)]
+        alg: Option<String>,
+    },
     /// Print version, git commit and enabled features.
     Version,
 }
@@ -59,6 +112,54 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Demo {
+            port,
+            admin_port,
+            idp_port,
+            upstream_port,
+            print_config,
+        } => {
+            let ports = DemoPorts {
+                proxy: port,
+                admin: admin_port,
+                idp: idp_port,
+                upstream: upstream_port,
+            };
+            if print_config {
+                print!("{}", demo::run::config_text(ports));
+                return ExitCode::SUCCESS;
+            }
+            logging::init(cli.log_format);
+            demo_main(ports)
+        }
+        Command::Token {
+            key,
+            issuer,
+            audience,
+            org,
+            user,
+            scope,
+            ttl,
+            alg,
+        } => match mint_token(
+            &key,
+            issuer,
+            audience,
+            org,
+            user,
+            scope,
+            &ttl,
+            alg.as_deref(),
+        ) {
+            Ok(token) => {
+                println!("{token}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("idp-gate token: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Run { config } => {
             logging::init(cli.log_format);
             let config = match Config::load(&config) {
@@ -69,6 +170,68 @@ fn main() -> ExitCode {
                 }
             };
             serve(config)
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn mint_token(
+    key: &Path,
+    issuer: String,
+    audience: Vec<String>,
+    org: Option<String>,
+    user: String,
+    scopes: Vec<String>,
+    ttl: &str,
+    alg: Option<&str>,
+) -> Result<String, String> {
+    let pem = std::fs::read(key).map_err(|e| format!("{}: {e}", key.display()))?;
+    let alg = alg
+        .map(|a| {
+            a.parse::<Algorithm>()
+                .map_err(|_| format!("unknown algorithm {a:?}"))
+        })
+        .transpose()?;
+    let key = SigningKey::from_pem(&pem, alg).map_err(|e| format!("{}: {e}", key.display()))?;
+    let request = MintRequest {
+        issuer,
+        audience,
+        org,
+        user,
+        scopes,
+        ttl: mint::parse_ttl(ttl)?,
+        ..MintRequest::default()
+    };
+    mint::mint(&key, &request).map_err(|e| e.to_string())
+}
+
+fn tokio_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("idp-gate: cannot start the runtime: {e}");
+            ExitCode::FAILURE
+        })
+}
+
+fn demo_main(ports: DemoPorts) -> ExitCode {
+    let runtime = match tokio_runtime() {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let result = runtime.block_on(async {
+        let mut out = std::io::stdout();
+        demo::run::run(ports, &mut out, async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("idp-gate demo: {e}");
+            ExitCode::FAILURE
         }
     }
 }

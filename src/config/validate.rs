@@ -68,7 +68,7 @@ pub(super) fn from_yaml(
 fn compile(raw: RawConfig, p: &mut Problems) -> Config {
     let listen = socket_addr(&raw.listen, "listen", p);
     let admin_listen = socket_addr(&raw.admin.listen, "admin.listen", p);
-    if listen.is_some() && listen == admin_listen {
+    if listen.is_some_and(|l| l.port() != 0) && listen == admin_listen {
         p.add(
             "admin.listen",
             "must differ from `listen`: the admin API is never served on the proxy port",

@@ -9,6 +9,7 @@ pub mod echo;
 pub mod idp;
 pub mod keys;
 pub mod mint;
+pub mod run;
 
 use std::convert::Infallible;
 use std::future::Future;
