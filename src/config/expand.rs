@@ -31,8 +31,11 @@ pub fn expand_tree(
             }
         }
         Value::Mapping(map) => {
-            for (key, item) in map.iter_mut() {
-                let key = match key {
+            // Keys are expanded too: an organization id in `organizations:`
+            // may well come from the environment.
+            let entries = std::mem::take(map);
+            for (mut key, mut item) in entries {
+                let name = match &key {
                     Value::String(k) => k.clone(),
                     other => serde_yaml::to_string(other)
                         .unwrap_or_default()
@@ -40,11 +43,20 @@ pub fn expand_tree(
                         .to_string(),
                 };
                 let child = if path.is_empty() {
-                    key
+                    name
                 } else {
-                    format!("{path}.{key}")
+                    format!("{path}.{name}")
                 };
-                expand_tree(item, &child, lookup, problems);
+                if let Value::String(k) = &mut key {
+                    if k.contains("${") {
+                        match expand_str(k, lookup) {
+                            Ok(expanded) => *k = expanded,
+                            Err(message) => problems.push(Problem::new(&child, message)),
+                        }
+                    }
+                }
+                expand_tree(&mut item, &child, lookup, problems);
+                map.insert(key, item);
             }
         }
         Value::Tagged(tagged) => expand_tree(&mut tagged.value, path, lookup, problems),
@@ -133,5 +145,9 @@ mod tests {
         assert_eq!(problems.len(), 1);
         assert_eq!(problems[0].path, "idp.audiences[1]");
         assert_eq!(v["idp"]["audiences"][0].as_str(), Some("value"));
+
+        let mut v: Value = serde_yaml::from_str("organizations:\n  \"${SET}\": {name: x}\n").unwrap();
+        expand_tree(&mut v, "", &env, &mut problems);
+        assert_eq!(v["organizations"]["value"]["name"].as_str(), Some("x"));
     }
 }

@@ -79,6 +79,7 @@ fn compile(raw: RawConfig, p: &mut Problems) -> Config {
         key_file: existing_file(&t.key_file, "tls.keyFile", p),
     });
 
+    let idp_configured = raw.idp.is_some() || !raw.idps.is_empty();
     let providers = providers(raw.idp, raw.idps, p);
     let provider_index: HashMap<&str, usize> = providers
         .iter()
@@ -130,7 +131,7 @@ fn compile(raw: RawConfig, p: &mut Problems) -> Config {
                     format!("duplicate route name {:?}", r.name),
                 );
             }
-            route(r, &path, &upstream_index, &provider_index, &providers, p)
+            route(r, &path, &upstream_index, &provider_index, idp_configured, p)
         })
         .collect();
 
@@ -437,7 +438,7 @@ fn route(
     path: &str,
     upstreams: &HashMap<String, usize>,
     provider_index: &HashMap<&str, usize>,
-    providers: &[ProviderConfig],
+    idp_configured: bool,
     p: &mut Problems,
 ) -> Option<Route> {
     if r.name.is_empty() {
@@ -537,7 +538,7 @@ fn route(
             Access::Public
         }
         "jwt" => {
-            if providers.is_empty() {
+            if !idp_configured {
                 p.add(
                     format!("{path}.auth"),
                     "a protected route needs an identity provider: configure `idp`",
