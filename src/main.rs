@@ -89,6 +89,26 @@ enum Command {
         #[arg(long)]
         alg: Option<String>,
     },
+    /// Offline diagnosis: which route matches, which check passes or fails
+    /// and why, which upstream would serve the request. Exit 0 if it would
+    /// be forwarded, 1 if refused.
+    Explain {
+        /// The YAML config file.
+        #[arg(long, short, env = "IDP_GATE_CONFIG")]
+        config: PathBuf,
+        /// The bearer token (never printed back).
+        #[arg(long)]
+        token: Option<String>,
+        /// Request method.
+        #[arg(long, default_value = "GET")]
+        method: String,
+        /// Request path.
+        #[arg(long)]
+        path: String,
+        /// Request host, for routes that match on it.
+        #[arg(long)]
+        host: Option<String>,
+    },
     /// Print version, git commit and enabled features.
     Version,
 }
@@ -160,6 +180,13 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Explain {
+            config,
+            token,
+            method,
+            path,
+            host,
+        } => explain_main(&config, token.as_deref(), &method, &path, host.as_deref()),
         Command::Run { config } => {
             logging::init(cli.log_format);
             let config = match Config::load(&config) {
@@ -233,6 +260,44 @@ fn demo_main(ports: DemoPorts) -> ExitCode {
             eprintln!("idp-gate demo: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn explain_main(
+    config: &Path,
+    token: Option<&str>,
+    method: &str,
+    path: &str,
+    host: Option<&str>,
+) -> ExitCode {
+    let config = match Config::load(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("idp-gate: invalid config: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let Ok(method) = http::Method::from_bytes(method.to_ascii_uppercase().as_bytes()) else {
+        eprintln!("idp-gate explain: invalid method {method:?}");
+        return ExitCode::FAILURE;
+    };
+    let runtime = match tokio_runtime() {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    idp_gate::tls::install_crypto_provider();
+    let request = idp_gate::explain::ExplainRequest {
+        token,
+        method,
+        path,
+        host,
+    };
+    let explanation = runtime.block_on(idp_gate::explain::explain(config, request));
+    print!("{}", explanation.report);
+    if explanation.refusal.is_none() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

@@ -72,7 +72,10 @@ fn command_after<'a>(lines: &'a [String], marker: &str) -> &'a str {
 /// Runs a printed curl command through the shell exactly as printed, asking
 /// curl only to report the status code.
 fn status_of(command: &str) -> u16 {
-    assert!(command.starts_with("curl "), "not a curl command: {command}");
+    assert!(
+        command.starts_with("curl "),
+        "not a curl command: {command}"
+    );
     let out = Command::new("sh")
         .arg("-c")
         .arg(format!("{command} -s -o /dev/null -w '%{{http_code}}'"))
@@ -130,9 +133,87 @@ fn printed_curls_answer_as_promised() {
     );
     assert_eq!(status_of(&with_minted), 200, "{with_minted}");
 
+    // explain, against the demo's own config and IdP, agrees with the gateway.
+    let port_of = |prefix: &str| -> String {
+        let line = lines
+            .iter()
+            .find(|l| l.trim_start().starts_with(prefix))
+            .unwrap();
+        line.split("127.0.0.1:")
+            .nth(1)
+            .unwrap()
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect()
+    };
+    let dir = std::env::temp_dir().join(format!("idp-gate-explain-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config_file = dir.join("demo.yaml");
+    let printed = Command::new(BIN)
+        .args([
+            "demo",
+            "--print-config",
+            "--idp-port",
+            &port_of("dev IdP"),
+            "--upstream-port",
+            &port_of("echo upstream"),
+        ])
+        .output()
+        .unwrap();
+    std::fs::write(&config_file, &printed.stdout).unwrap();
+    let bearer = |marker: &str| -> String {
+        command_after(&lines, marker)
+            .split("Bearer ")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let explain = |token: &str| {
+        Command::new(BIN)
+            .arg("explain")
+            .arg("--config")
+            .arg(&config_file)
+            .args([
+                "--token",
+                token,
+                "--method",
+                "GET",
+                "--path",
+                "/api/configurator/apis",
+            ])
+            .output()
+            .unwrap()
+    };
+    let alice = bearer("# 1.");
+    let out = explain(&alice);
+    let report = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{report}");
+    assert!(report.contains("route: config-deployer"), "{report}");
+    assert!(report.contains("upstream: echo"), "{report}");
+    let signature = alice.rsplit('.').next().unwrap();
+    assert!(
+        !report.contains(signature),
+        "explain printed the signature: {report}"
+    );
+    let out = explain(&bearer("# 2."));
+    let report = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(!out.status.success(), "{report}");
+    assert!(report.contains("organization_denied"), "{report}");
+    assert!(report.contains("verdict: refused with 403"), "{report}");
+    let _ = std::fs::remove_dir_all(&dir);
+
     // Ctrl-C ends it cleanly.
     let pid = demo.0.id().to_string();
-    assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         if let Some(status) = demo.0.try_wait().unwrap() {
@@ -157,7 +238,11 @@ fn print_config_shows_a_valid_config() {
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("demo.yaml");
     std::fs::write(&file, &text).unwrap();
-    let check = Command::new(BIN).arg("check-config").arg(&file).output().unwrap();
+    let check = Command::new(BIN)
+        .arg("check-config")
+        .arg(&file)
+        .output()
+        .unwrap();
     assert!(check.status.success(), "{check:?}");
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -1,0 +1,187 @@
+//! `idp-gate explain`: what the gateway would do with one request, step by
+//! step, without serving anything. The token's signature and any secret are
+//! never printed.
+
+use std::fmt::Write as _;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use http::Method;
+use serde_json::{Map, Value};
+
+use crate::app::build_runtime;
+use crate::auth::{authorize, verify::now_secs};
+use crate::config::Config;
+use crate::error::GateError;
+use crate::metrics::Metrics;
+use crate::routing::{self, Access};
+
+/// The request to explain.
+pub struct ExplainRequest<'a> {
+    /// The bearer token, if any.
+    pub token: Option<&'a str>,
+    /// Method.
+    pub method: Method,
+    /// Path (a query after `?` is ignored for matching).
+    pub path: &'a str,
+    /// `Host`, if the routes match on it.
+    pub host: Option<&'a str>,
+}
+
+/// The verdict: the report, and the status the gateway would answer with
+/// (`None` when the request would be forwarded).
+pub struct Explanation {
+    /// Human-readable report, one step per line.
+    pub report: String,
+    /// The refusal, if any.
+    pub refusal: Option<GateError>,
+}
+
+/// Walks the request path for `req` against `config`, fetching the JWKS
+/// once to check the signature.
+pub async fn explain(config: Config, req: ExplainRequest<'_>) -> Explanation {
+    let mut out = String::new();
+    let refusal = walk(config, &req, &mut out).await.err();
+    match &refusal {
+        None => out.push_str("verdict: forwarded\n"),
+        Some(e) => {
+            let _ = writeln!(
+                out,
+                "verdict: refused with {} {}",
+                e.status().as_u16(),
+                e.reason().map_or_else(|| e.to_string(), str::to_string)
+            );
+        }
+    }
+    Explanation {
+        report: out,
+        refusal,
+    }
+}
+
+async fn walk(config: Config, req: &ExplainRequest<'_>, out: &mut String) -> Result<(), GateError> {
+    let path = req.path.split('?').next().unwrap_or(req.path);
+    if !routing::path_is_safe(path) {
+        out.push_str("path: refused (dot segments, encoded slashes or not origin-form)\n");
+        return Err(GateError::BadRequest("the request path is not allowed"));
+    }
+    let Some(route) = routing::find(&config.routes, req.host, &req.method, path).cloned() else {
+        let _ = writeln!(out, "route: no route matches {} {path}", req.method);
+        return Err(GateError::NoRoute);
+    };
+    let _ = writeln!(out, "route: {} (matched {} {path})", route.name, req.method);
+
+    let metrics = std::sync::Arc::new(Metrics::new(false).map_err(|_| GateError::NoRoute)?);
+    let upstream_name = |index: usize, config: &Config| {
+        config
+            .upstreams
+            .get(index)
+            .map(|u| format!("{} ({})", u.name, u.url))
+            .unwrap_or_default()
+    };
+
+    let (allow, providers) = match &route.access {
+        Access::Public => {
+            out.push_str("auth: none (public route)\n");
+            let _ = writeln!(out, "upstream: {}", upstream_name(route.upstream, &config));
+            return Ok(());
+        }
+        Access::Jwt { allow, providers } => (allow.clone(), providers.clone()),
+    };
+    let Some(token) = req.token else {
+        out.push_str("token: none given\n");
+        return Err(crate::error::AuthFailure::MissingToken.into());
+    };
+    describe_token(token, out);
+
+    let trusted = config.organizations.clone();
+    let config_for_names = config.clone();
+    let (runtime, jwks) = build_runtime(config, &metrics).map_err(|_| GateError::NoRoute)?;
+    for j in &jwks {
+        match j.refresh().await {
+            Ok(_) => {
+                let n = j.keys().map_or(0, |l| l.keys.len());
+                let _ = writeln!(out, "jwks: {} usable keys for issuer {}", n, j.issuer());
+            }
+            Err(e) => {
+                let _ = writeln!(out, "jwks: not loaded for issuer {}: {e}", j.issuer());
+            }
+        }
+    }
+    let identity = match runtime
+        .verifier
+        .verify(token, providers.as_deref(), now_secs())
+        .await
+    {
+        Ok(identity) => {
+            out.push_str("verification: signature, issuer, audience and times ok\n");
+            identity
+        }
+        Err(reason) => {
+            let _ = writeln!(out, "verification: failed: {reason}");
+            return Err(reason.into());
+        }
+    };
+    match authorize(&identity, &allow, trusted.as_ref()) {
+        Ok(()) => {
+            let _ = writeln!(
+                out,
+                "authorization: ok (organization {}, scopes {})",
+                identity.organization.as_deref().unwrap_or("-"),
+                if identity.scopes.is_empty() {
+                    "-".to_string()
+                } else {
+                    identity.scopes.join(" ")
+                }
+            );
+        }
+        Err(reason) => {
+            let _ = writeln!(out, "authorization: failed: {reason}");
+            return Err(reason.into());
+        }
+    }
+    let index = route.upstream_for(identity.organization.as_deref());
+    let _ = writeln!(out, "upstream: {}", upstream_name(index, &config_for_names));
+    Ok(())
+}
+
+/// Prints the header and claims the decision depends on; never the signature.
+fn describe_token(token: &str, out: &mut String) {
+    let mut parts = token.split('.');
+    let decode = |p: Option<&str>| -> Option<Map<String, Value>> {
+        let bytes = URL_SAFE_NO_PAD.decode(p?).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    };
+    let header = decode(parts.next());
+    let claims = decode(parts.next());
+    let (Some(header), Some(claims)) = (header, claims) else {
+        out.push_str("token: not a decodable JWT\n");
+        return;
+    };
+    let show = |m: &Map<String, Value>, k: &str| {
+        m.get(k).map_or_else(|| "-".to_string(), |v| v.to_string())
+    };
+    let _ = writeln!(
+        out,
+        "token header: alg={} kid={}",
+        show(&header, "alg"),
+        show(&header, "kid")
+    );
+    let now = now_secs() as i64;
+    let relative = |k: &str| {
+        claims.get(k).and_then(Value::as_i64).map_or_else(
+            || "-".to_string(),
+            |t| format!("{t} ({:+}s from now)", t - now),
+        )
+    };
+    let _ = writeln!(
+        out,
+        "token claims: iss={} aud={} sub={} exp={} nbf={} iat={}",
+        show(&claims, "iss"),
+        show(&claims, "aud"),
+        show(&claims, "sub"),
+        relative("exp"),
+        relative("nbf"),
+        relative("iat"),
+    );
+}
