@@ -146,7 +146,8 @@ mod tests {
         assert_eq!(problems[0].path, "idp.audiences[1]");
         assert_eq!(v["idp"]["audiences"][0].as_str(), Some("value"));
 
-        let mut v: Value = serde_yaml::from_str("organizations:\n  \"${SET}\": {name: x}\n").unwrap();
+        let mut v: Value =
+            serde_yaml::from_str("organizations:\n  \"${SET}\": {name: x}\n").unwrap();
         expand_tree(&mut v, "", &env, &mut problems);
         assert_eq!(v["organizations"]["value"]["name"].as_str(), Some("x"));
     }

@@ -131,7 +131,14 @@ fn compile(raw: RawConfig, p: &mut Problems) -> Config {
                     format!("duplicate route name {:?}", r.name),
                 );
             }
-            route(r, &path, &upstream_index, &provider_index, idp_configured, p)
+            route(
+                r,
+                &path,
+                &upstream_index,
+                &provider_index,
+                idp_configured,
+                p,
+            )
         })
         .collect();
 
