@@ -180,12 +180,53 @@ impl Metrics {
         counter.with_label_values(&[label]).inc();
     }
 
-    /// The text exposition.
+    /// The text exposition. Families without a series yet (no request so
+    /// far, say) still get their HELP and TYPE lines, so every metric name
+    /// is visible from the first scrape.
     pub fn render(&self) -> Vec<u8> {
+        let families = self.registry.gather();
         let mut out = Vec::new();
         // Encoding into a Vec cannot fail for well-formed families.
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        let _ = TextEncoder::new().encode(&families, &mut out);
+        let present: HashSet<&str> = families.iter().map(|f| f.name()).collect();
+        for collector in self.registry_descs() {
+            if present.contains(collector.0.as_str()) {
+                continue;
+            }
+            out.extend_from_slice(
+                format!(
+                    "# HELP {} {}\n# TYPE {} {}\n",
+                    collector.0, collector.1, collector.0, collector.2
+                )
+                .as_bytes(),
+            );
+        }
         out
+    }
+
+    /// Name, help and type of every registered family.
+    fn registry_descs(&self) -> Vec<(String, String, &'static str)> {
+        let mut descs = Vec::new();
+        let mut add = |c: &dyn prometheus::core::Collector, kind: &'static str| {
+            for d in c.desc() {
+                descs.push((d.fq_name.clone(), d.help.clone(), kind));
+            }
+        };
+        add(&self.requests, "counter");
+        add(&self.request_duration, "histogram");
+        add(&self.auth_failures, "counter");
+        add(&self.upstream_requests, "counter");
+        add(&self.upstream_errors, "counter");
+        add(&self.jwks_fetches, "counter");
+        add(&self.jwks_keys, "gauge");
+        add(&self.config_reloads, "counter");
+        add(&self.inflight, "gauge");
+        add(&self.token_cache_hits, "counter");
+        add(&self.token_cache_misses, "counter");
+        if let Some(c) = &self.by_organization {
+            add(c, "counter");
+        }
+        descs
     }
 }
 
@@ -228,5 +269,8 @@ mod tests {
         let text = String::from_utf8(m.render()).unwrap();
         assert!(!text.contains("requests_by_organization_total"));
         assert!(text.contains("idp_gate_auth_failures_total{reason=\"expired\"} 0"));
+        // No request yet, but the family is announced.
+        assert!(text.contains("# TYPE idp_gate_requests_total counter"));
+        assert!(text.contains("# TYPE idp_gate_request_duration_seconds histogram"));
     }
 }
