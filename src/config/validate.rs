@@ -48,13 +48,21 @@ pub(super) fn from_yaml(
         paths: expansion.iter().map(|p| p.path.clone()).collect(),
         list: expansion,
     };
-    let raw: RawConfig = match serde_path_to_error::deserialize(value) {
-        Ok(raw) => raw,
-        Err(e) => {
-            let path = e.path().to_string();
-            let path = if path == "." { String::new() } else { path };
-            problems.add(path, e.into_inner().to_string());
-            return Err(problems.list);
+    // Unknown keys are reported and dropped so the rest of the file still
+    // gets checked in this same pass; any other schema error ends it.
+    let raw: RawConfig = loop {
+        match serde_path_to_error::deserialize(value.clone()) {
+            Ok(raw) => break raw,
+            Err(e) => {
+                let path = e.path().to_string();
+                let path = if path == "." { String::new() } else { path };
+                let message = e.inner().to_string();
+                let unknown_key = message.starts_with("unknown field");
+                problems.add(path, message);
+                if !unknown_key || problems.list.len() > 100 || !remove_at(&mut value, e.path()) {
+                    return Err(problems.list);
+                }
+            }
         }
     };
     let config = compile(raw, &mut problems);
@@ -62,6 +70,35 @@ pub(super) fn from_yaml(
         Ok(config)
     } else {
         Err(problems.list)
+    }
+}
+
+/// Removes the mapping entry at `path`; false if there is none.
+fn remove_at(value: &mut serde_yaml::Value, path: &serde_path_to_error::Path) -> bool {
+    use serde_path_to_error::Segment;
+    let segments: Vec<&Segment> = path.iter().collect();
+    let Some((last, parents)) = segments.split_last() else {
+        return false;
+    };
+    let mut node = value;
+    for segment in parents {
+        node = match (segment, node) {
+            (Segment::Map { key }, serde_yaml::Value::Mapping(m)) => {
+                match m.get_mut(key.as_str()) {
+                    Some(child) => child,
+                    None => return false,
+                }
+            }
+            (Segment::Seq { index }, serde_yaml::Value::Sequence(s)) => match s.get_mut(*index) {
+                Some(child) => child,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    match (last, node) {
+        (Segment::Map { key }, serde_yaml::Value::Mapping(m)) => m.remove(key.as_str()).is_some(),
+        _ => false,
     }
 }
 
@@ -552,18 +589,16 @@ fn route(
                 );
             }
             let allow = r.allow.map(|a| {
-                let organizations = a.organizations.and_then(|orgs| {
+                // `"*"` stays in the set: any organization, but the token
+                // must carry one (omitting the list is what allows none).
+                let organizations = a.organizations.map(|orgs| {
                     if orgs.is_empty() {
                         p.add(
                             format!("{path}.allow.organizations"),
                             "is empty, so nobody could pass; omit it or use \"*\" for any organization",
                         );
                     }
-                    if orgs.iter().any(|o| o == "*") {
-                        None
-                    } else {
-                        Some(orgs.into_iter().collect())
-                    }
+                    orgs.into_iter().collect()
                 });
                 for (i, s) in a.scopes.iter().enumerate() {
                     if s.is_empty() || s.contains(' ') {
@@ -702,4 +737,84 @@ fn existing_file(s: &str, path: &str, p: &mut Problems) -> PathBuf {
 
 fn optional_file(s: &str, path: &str, p: &mut Problems) -> Option<PathBuf> {
     (!s.is_empty()).then(|| existing_file(s, path, p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(yaml: &str) -> Vec<String> {
+        from_yaml(yaml, &|name| (name == "SET").then(|| "value".to_string()))
+            .err()
+            .unwrap_or_default()
+            .iter()
+            .map(|p| p.to_string())
+            .collect()
+    }
+
+    const BASE: &str = "upstreams: {u: {url: 'http://127.0.0.1:1'}}\n";
+
+    #[test]
+    fn every_problem_in_one_pass() {
+        let yaml = format!(
+            "{BASE}idp: {{issuer: 'https://i/', isuer: x, audiences: ['${{UNSET}}'], algorithms: [RS256, none]}}\n\
+             upstreams2: 1\n\
+             routes:\n - {{name: r, match: {{pathPrefix: /}}, upstream: u}}\n - {{name: r, match: {{path: /x}}, upstream: nope}}\n"
+        );
+        let found = problems(&yaml);
+        for want in [
+            "idp.isuer: unknown field",
+            "upstreams2: unknown field",
+            "idp.audiences[0]: environment variable UNSET is not set",
+            "idp.algorithms[1]: \"none\" is never allowed",
+            "routes[1].name: duplicate route name",
+            "routes[1].upstream: upstream \"nope\" is not defined",
+        ] {
+            assert!(
+                found.iter().any(|p| p.starts_with(want)),
+                "{want:?} not in {found:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn empty_algorithms_bad_urls_and_hmac_without_secret() {
+        let yaml = format!(
+            "{BASE}idp: {{issuer: 'not a url', audiences: [a], algorithms: []}}\nroutes: [{{name: r, match: {{pathPrefix: /}}, upstream: u}}]\n"
+        );
+        let found = problems(&yaml);
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with("idp.algorithms: must list")),
+            "{found:#?}"
+        );
+        assert!(
+            found.iter().any(|p| p.starts_with("idp.issuer:")),
+            "{found:#?}"
+        );
+        let yaml = format!(
+            "{BASE}idp: {{issuer: 'https://i/', audiences: [a], algorithms: [HS256]}}\nroutes: [{{name: r, match: {{pathPrefix: /}}, upstream: u}}]\n"
+        );
+        let found = problems(&yaml);
+        assert!(
+            found.iter().any(|p| p.starts_with("idp.clientSecret:")),
+            "{found:#?}"
+        );
+    }
+
+    #[test]
+    fn env_values_fill_numbers_and_keys() {
+        let yaml = format!(
+            "{BASE}idp: {{issuer: 'https://i/', audiences: ['${{SET}}'], clockSkewSeconds: '${{SKEW:-45}}'}}\n\
+             organizations: {{'${{SET}}': {{name: org1}}}}\n\
+             routes: [{{name: r, match: {{pathPrefix: /api/}}, upstream: u}}]\n"
+        );
+        let config =
+            from_yaml(&yaml, &|name| (name == "SET").then(|| "value".to_string())).unwrap();
+        assert_eq!(config.providers[0].audiences, vec!["value".to_string()]);
+        assert_eq!(config.providers[0].clock_skew.as_secs(), 45);
+        assert_eq!(config.organizations.unwrap()["value"], "org1");
+        assert_eq!(config.routes[0].path, PathMatch::Prefix("/api".into()));
+    }
 }
