@@ -101,7 +101,9 @@ impl Gateway {
     /// Handles one request from `peer`.
     pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let start = Instant::now();
-        self.metrics.inflight.inc();
+        // A guard, not a pair of calls: hyper drops this future when the
+        // client goes away, and the gauge must come down then too.
+        let _inflight = Inflight::enter(&self.metrics.inflight);
         let rt = self.runtime.load_full();
         let request_id = headers::request_id(req.headers());
         let method = req.method().clone();
@@ -165,7 +167,6 @@ impl Gateway {
             reason,
             error = error.as_ref().filter(|e| e.reason().is_none()).map(|e| e.to_string()),
         );
-        self.metrics.inflight.dec();
         response
     }
 
@@ -260,6 +261,22 @@ impl Gateway {
             parts.headers.insert(X_REQUEST_ID, v);
         }
         Ok(Response::from_parts(parts, body.boxed()))
+    }
+}
+
+/// Counts a request in `inflight_requests` while alive.
+struct Inflight<'a>(&'a prometheus::IntGauge);
+
+impl<'a> Inflight<'a> {
+    fn enter(gauge: &'a prometheus::IntGauge) -> Self {
+        gauge.inc();
+        Inflight(gauge)
+    }
+}
+
+impl Drop for Inflight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 
