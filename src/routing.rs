@@ -29,8 +29,8 @@ impl PathMatch {
 /// Authorization of a protected route.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Allow {
-    /// `None`: any organization (a token still needs one only if
-    /// `organizations` is set).
+    /// `None`: any organization, or none. `Some`: the token must carry an
+    /// organization, one of these; `"*"` in the set takes any.
     pub organizations: Option<HashSet<String>>,
     /// All required.
     pub scopes: Vec<String>,

@@ -120,7 +120,7 @@ pub fn authorize(
             if allow
                 .organizations
                 .as_ref()
-                .is_some_and(|a| !a.contains(org))
+                .is_some_and(|a| !a.contains("*") && !a.contains(org))
             {
                 return Err(AuthFailure::OrganizationDenied);
             }
@@ -183,6 +183,12 @@ mod tests {
             Err(AuthFailure::MissingOrganization)
         );
         assert!(authorize(&none, &allow(None, &[]), None).is_ok());
+        // "*": any organization, but one is required.
+        assert!(authorize(&id, &allow(Some(&["*"]), &[]), None).is_ok());
+        assert_eq!(
+            authorize(&none, &allow(Some(&["*"]), &[]), None),
+            Err(AuthFailure::MissingOrganization)
+        );
         let mut trusted = HashMap::new();
         trusted.insert("org_abc".to_string(), "org1".to_string());
         assert!(authorize(&id, &allow(None, &[]), Some(&trusted)).is_ok());

@@ -67,6 +67,10 @@ pub struct Jwks {
     discovered: ArcSwapOption<Url>,
     generation: AtomicU64,
     last_body: std::sync::Mutex<Option<bytes::Bytes>>,
+    /// Since when the current keys are unconfirmed: the first failed fetch
+    /// after the last success, or the cache file's time for keys read from
+    /// it. `None` while fetches succeed.
+    failing_since: std::sync::Mutex<Option<SystemTime>>,
 }
 
 impl Jwks {
@@ -87,6 +91,7 @@ impl Jwks {
             discovered: ArcSwapOption::empty(),
             generation: AtomicU64::new(0),
             last_body: std::sync::Mutex::new(None),
+            failing_since: std::sync::Mutex::new(None),
         };
         jwks.load_cache_file();
         jwks
@@ -97,14 +102,17 @@ impl Jwks {
         &self.issuer
     }
 
-    /// Usable keys, or `None` if never loaded or older than `maxStaleSeconds`
-    /// (fail closed).
+    /// Usable keys, or `None` if never loaded or unconfirmed for longer
+    /// than `maxStaleSeconds` (fail closed): the endpoint has been failing
+    /// that long, or the cache file they came from is that old. A refresh
+    /// that is merely slow does not make keys stale.
     pub fn keys(&self) -> Option<Arc<Loaded>> {
         let loaded = self.current.load_full()?;
-        let age = SystemTime::now()
-            .duration_since(loaded.fetched_at)
-            .unwrap_or_default();
-        (age <= self.max_stale.max(self.refresh)).then_some(loaded)
+        let since = *self.failing_since.lock().unwrap_or_else(|e| e.into_inner());
+        let stale = since.is_some_and(|t| {
+            SystemTime::now().duration_since(t).unwrap_or_default() > self.max_stale
+        });
+        (!stale).then_some(loaded)
     }
 
     /// Whether keys are usable now.
@@ -167,9 +175,20 @@ impl Jwks {
         let result = self.fetch().await;
         let label = if result.is_ok() { "success" } else { "error" };
         self.metrics.jwks_fetches.with_label_values(&[label]).inc();
-        let (body, keys, max_age) = result?;
-        self.store(body, keys, SystemTime::now());
-        Ok(max_age)
+        let now = SystemTime::now();
+        let mut since = self.failing_since.lock().unwrap_or_else(|e| e.into_inner());
+        match result {
+            Ok((body, keys, max_age)) => {
+                *since = None;
+                drop(since);
+                self.store(body, keys, now, true);
+                Ok(max_age)
+            }
+            Err(e) => {
+                since.get_or_insert(now);
+                Err(e)
+            }
+        }
     }
 
     async fn fetch(&self) -> Result<(bytes::Bytes, KeySet, Option<Duration>), JwksError> {
@@ -194,7 +213,9 @@ impl Jwks {
         }
     }
 
-    fn store(&self, body: bytes::Bytes, keys: KeySet, fetched_at: SystemTime) {
+    /// Swaps in `keys`; `persist` (keys just fetched) rewrites the cache
+    /// file, so its time is that of the last successful fetch.
+    fn store(&self, body: bytes::Bytes, keys: KeySet, fetched_at: SystemTime, persist: bool) {
         let changed = {
             let mut last = self.last_body.lock().unwrap_or_else(|e| e.into_inner());
             let changed = last.as_ref() != Some(&body);
@@ -212,6 +233,8 @@ impl Jwks {
             .set(keys.len() as i64);
         if changed {
             tracing::info!(issuer = %self.issuer, keys = keys.len(), skipped = keys.skipped, "JWKS loaded");
+        }
+        if persist {
             self.write_cache_file(&body);
         }
         self.current.store(Some(Arc::new(Loaded {
@@ -232,7 +255,10 @@ impl Jwks {
         match KeySet::parse(&body) {
             Ok(keys) if !keys.is_empty() => {
                 tracing::info!(issuer = %self.issuer, file = %path.display(), "JWKS loaded from cache file");
-                self.store(body.into(), keys, fetched_at);
+                // Unconfirmed since the file was written; never rewritten
+                // from here, so restarts cannot make old keys look fresh.
+                *self.failing_since.lock().unwrap_or_else(|e| e.into_inner()) = Some(fetched_at);
+                self.store(body.into(), keys, fetched_at, false);
             }
             _ => tracing::warn!(file = %path.display(), "JWKS cache file is unusable; ignored"),
         }
