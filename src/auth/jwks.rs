@@ -60,8 +60,8 @@ pub struct Jwks {
     fetcher: Fetcher,
     metrics: Arc<Metrics>,
     current: ArcSwapOption<Loaded>,
-    /// Serialises fetches and remembers when the last one started, for the
-    /// unknown-kid rate limit.
+    /// Serialises fetches and remembers when the last unknown-kid refetch
+    /// started, for its rate limit.
     fetch_gate: Mutex<Option<Instant>>,
     /// The JWKS URL found by discovery.
     discovered: ArcSwapOption<Url>,
@@ -142,9 +142,10 @@ impl Jwks {
     }
 
     /// Fetches now (serialised with other fetches). Returns the server's max-age.
+    /// Scheduled fetches do not count toward the unknown-kid limit: a key
+    /// rotated in right after a refresh must still be picked up at once.
     pub async fn refresh(&self) -> Result<Option<Duration>, JwksError> {
-        let mut last = self.fetch_gate.lock().await;
-        *last = Some(Instant::now());
+        let _serialised = self.fetch_gate.lock().await;
         self.fetch_and_store().await
     }
 
