@@ -71,7 +71,6 @@ async fn walk(config: Config, req: &ExplainRequest<'_>, out: &mut String) -> Res
     };
     let _ = writeln!(out, "route: {} (matched {} {path})", route.name, req.method);
 
-    let metrics = std::sync::Arc::new(Metrics::new(false).map_err(|_| GateError::NoRoute)?);
     let upstream_name = |index: usize, config: &Config| {
         config
             .upstreams
@@ -96,7 +95,21 @@ async fn walk(config: Config, req: &ExplainRequest<'_>, out: &mut String) -> Res
 
     let trusted = config.organizations.clone();
     let config_for_names = config.clone();
-    let (runtime, jwks) = build_runtime(config, &metrics).map_err(|_| GateError::NoRoute)?;
+    // A private registry: explain exports nothing, but the JWKS cache counts into one.
+    let metrics = match Metrics::new(false) {
+        Ok(m) => std::sync::Arc::new(m),
+        Err(e) => {
+            let _ = writeln!(out, "setup: {e}");
+            return Err(crate::error::AuthFailure::JwksUnavailable.into());
+        }
+    };
+    let (runtime, jwks) = match build_runtime(config, &metrics) {
+        Ok(built) => built,
+        Err(e) => {
+            let _ = writeln!(out, "setup: {e}");
+            return Err(crate::error::AuthFailure::JwksUnavailable.into());
+        }
+    };
     for j in &jwks {
         match j.refresh().await {
             Ok(_) => {
