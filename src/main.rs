@@ -61,6 +61,9 @@ enum Command {
         /// Print the built-in config and exit.
         #[arg(long)]
         print_config: bool,
+        /// Signing algorithm of the demo tokens: RS256 or ES256 (both keys are published).
+        #[arg(long, default_value = "RS256")]
+        alg: String,
     },
     /// Mint a token signed with a private key file (PEM); prints only the token.
     Token {
@@ -138,6 +141,7 @@ fn main() -> ExitCode {
             idp_port,
             upstream_port,
             print_config,
+            alg,
         } => {
             let ports = DemoPorts {
                 proxy: port,
@@ -149,8 +153,16 @@ fn main() -> ExitCode {
                 print!("{}", demo::run::config_text(ports));
                 return ExitCode::SUCCESS;
             }
+            let alg = match alg.to_ascii_uppercase().as_str() {
+                "RS256" => Algorithm::RS256,
+                "ES256" => Algorithm::ES256,
+                other => {
+                    eprintln!("idp-gate demo: --alg must be RS256 or ES256, not {other}");
+                    return ExitCode::FAILURE;
+                }
+            };
             logging::init(cli.log_format);
-            demo_main(ports)
+            demo_main(ports, alg)
         }
         Command::Token {
             key,
@@ -242,14 +254,14 @@ fn tokio_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
         })
 }
 
-fn demo_main(ports: DemoPorts) -> ExitCode {
+fn demo_main(ports: DemoPorts, alg: Algorithm) -> ExitCode {
     let runtime = match tokio_runtime() {
         Ok(r) => r,
         Err(code) => return code,
     };
     let result = runtime.block_on(async {
         let mut out = std::io::stdout();
-        demo::run::run(ports, &mut out, async {
+        demo::run::run(ports, alg, &mut out, async {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await

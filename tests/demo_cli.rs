@@ -18,10 +18,11 @@ impl Drop for Demo {
 }
 
 /// Starts the demo on free ports and returns it with its printed guide.
-fn start_demo() -> (Demo, Vec<String>) {
+fn start_demo(extra: &[&str]) -> (Demo, Vec<String>) {
     let mut child = Command::new(BIN)
+        .arg("demo")
+        .args(extra)
         .args([
-            "demo",
             "--port",
             "0",
             "--admin-port",
@@ -90,7 +91,7 @@ fn status_of(command: &str) -> u16 {
 
 #[test]
 fn printed_curls_answer_as_promised() {
-    let (mut demo, lines) = start_demo();
+    let (mut demo, lines) = start_demo(&[]);
     let expectations = [
         ("# 1.", 200),
         ("# 2.", 403),
@@ -223,6 +224,27 @@ fn printed_curls_answer_as_promised() {
         assert!(Instant::now() < deadline, "demo did not stop on SIGINT");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+#[test]
+fn es256_demo_tokens_work_too() {
+    let (_demo, lines) = start_demo(&["--alg", "ES256"]);
+    let command = command_after(&lines, "# 1.");
+    let token = command
+        .split("Bearer ")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    let header = token.split('.').next().unwrap();
+    let header: serde_json::Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, header).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(header["alg"], "ES256");
+    assert_eq!(status_of(command), 200);
+    assert_eq!(status_of(command_after(&lines, "# 2.")), 403);
 }
 
 #[test]

@@ -132,8 +132,10 @@ async fn bind(port: u16) -> Result<TcpListener, DemoError> {
 }
 
 /// Runs the demo until `shutdown` resolves, writing the guide to `out`.
+/// The IdP publishes an RS256 and an ES256 key and signs with `alg`'s.
 pub async fn run(
     ports: DemoPorts,
+    alg: Algorithm,
     out: &mut (dyn Write + Send),
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), DemoError> {
@@ -147,6 +149,15 @@ pub async fn run(
     };
     let issuer = format!("http://127.0.0.1:{}/", ports.idp);
     let keys = Arc::new(KeyRing::generate(Algorithm::RS256)?);
+    let second = if alg == Algorithm::RS256 {
+        Algorithm::ES256
+    } else {
+        alg
+    };
+    keys.add(
+        super::keys::SigningKey::generate(second)?,
+        alg != Algorithm::RS256,
+    );
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -174,7 +185,7 @@ pub async fn run(
 
     let alice = password_token(&issuer, "alice@org1.example", "alice-password").await?;
     let bob = password_token(&issuer, "bob@org2.example", "bob-password").await?;
-    let key_file = write_key_file(&keys)?;
+    let key_file = write_key_file(&keys, ports.idp)?;
     write_guide(out, ports, &issuer, &alice, &bob, key_file.as_deref())?;
     out.flush()?;
 
@@ -235,8 +246,9 @@ async fn password_token(issuer: &str, user: &str, password: &str) -> Result<Stri
 
 /// Saves the signing key so `idp-gate token --key` can mint more tokens
 /// that this demo accepts. Best effort: the demo works without it.
-fn write_key_file(keys: &KeyRing) -> Result<Option<PathBuf>, DemoError> {
-    let path = std::env::temp_dir().join("idp-gate-demo-key.pem");
+fn write_key_file(keys: &KeyRing, idp_port: u16) -> Result<Option<PathBuf>, DemoError> {
+    // Named by port, so two demos side by side keep their own keys.
+    let path = std::env::temp_dir().join(format!("idp-gate-demo-key-{idp_port}.pem"));
     match std::fs::write(&path, keys.active().private_pem()) {
         Ok(()) => Ok(Some(path)),
         Err(_) => Ok(None),
