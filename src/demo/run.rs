@@ -185,7 +185,7 @@ pub async fn run(
 
     let alice = password_token(&issuer, "alice@org1.example", "alice-password").await?;
     let bob = password_token(&issuer, "bob@org2.example", "bob-password").await?;
-    let key_file = write_key_file(&keys, ports.idp)?;
+    let key_file = write_key_file(&keys, ports.idp);
     write_guide(out, ports, &issuer, &alice, &bob, key_file.as_deref())?;
     out.flush()?;
 
@@ -246,13 +246,12 @@ async fn password_token(issuer: &str, user: &str, password: &str) -> Result<Stri
 
 /// Saves the signing key so `idp-gate token --key` can mint more tokens
 /// that this demo accepts. Best effort: the demo works without it.
-fn write_key_file(keys: &KeyRing, idp_port: u16) -> Result<Option<PathBuf>, DemoError> {
+fn write_key_file(keys: &KeyRing, idp_port: u16) -> Option<PathBuf> {
     // Named by port, so two demos side by side keep their own keys.
     let path = std::env::temp_dir().join(format!("idp-gate-demo-key-{idp_port}.pem"));
-    match std::fs::write(&path, keys.active().private_pem()) {
-        Ok(()) => Ok(Some(path)),
-        Err(_) => Ok(None),
-    }
+    std::fs::write(&path, keys.active().private_pem())
+        .ok()
+        .map(|()| path)
 }
 
 fn write_guide(
