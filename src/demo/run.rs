@@ -249,7 +249,13 @@ async fn password_token(issuer: &str, user: &str, password: &str) -> Result<Stri
 fn write_key_file(keys: &KeyRing, idp_port: u16) -> Option<PathBuf> {
     // Named by port, so two demos side by side keep their own keys.
     let path = std::env::temp_dir().join(format!("idp-gate-demo-key-{idp_port}.pem"));
-    std::fs::write(&path, keys.active().private_pem())
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+        .open(&path)
+        .and_then(|mut f| f.write_all(keys.active().private_pem().as_bytes()))
         .ok()
         .map(|()| path)
 }
