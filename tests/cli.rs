@@ -1104,3 +1104,48 @@ async fn bad_input_never_kills_the_gateway() {
     let (status, _) = gate.terminate(Duration::from_secs(10)).await;
     assert!(status.success(), "{status:?}");
 }
+
+/// The shipped example configs validate once their variables are set.
+#[test]
+fn shipped_configs_are_valid() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let cases: [(&str, &[(&str, &str)]); 2] = [
+        (
+            "example.yaml",
+            &[
+                ("IDP_ISSUER", "https://tenant.us.auth0.com/"),
+                ("IDP_CLIENT_ID", "client-id"),
+            ],
+        ),
+        (
+            "apk-auth0.yaml",
+            &[
+                ("AUTH0_DOMAIN", "tenant.us.auth0.com"),
+                ("IDP_CLIENT_ID", "client-id"),
+            ],
+        ),
+    ];
+    for (file, env) in cases {
+        let path = root.join(file);
+        let out = std::process::Command::new(BIN)
+            .arg("check-config")
+            .arg(&path)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        // Without them, the missing variables are named.
+        let out = std::process::Command::new(BIN)
+            .arg("check-config")
+            .arg(&path)
+            .env_remove("IDP_CLIENT_ID")
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stdout).contains("IDP_CLIENT_ID"));
+    }
+}
