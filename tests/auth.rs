@@ -855,3 +855,99 @@ async fn cached_verdicts_still_expire() {
         .expect_token_refused("/api/x", &token, 401, "expired")
         .await;
 }
+
+// ---------------------------------------------------------------- token sources and providers
+
+#[tokio::test]
+async fn configured_token_sources_in_order() {
+    let w = World::start(
+        Algorithm::RS256,
+        "  tokenSources:\n    - header: X-Api-Token\n    - query: access_token\n    - cookie: session\n",
+        DEFAULT_ROUTES,
+    )
+    .await;
+    let token = w.token("org_abc", &[]);
+    // A custom header without a scheme.
+    let r = w.gate.get_with("/api/x", &[("x-api-token", &token)]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // A query parameter.
+    let r = w
+        .gate
+        .get(&format!("/api/x?access_token={token}"), None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // A cookie.
+    let cookie = format!("theme=dark; session={token}");
+    let r = w.gate.get_with("/api/x", &[("cookie", &cookie)]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Authorization is not among the sources here, so it does not count.
+    let r = w.gate.get("/api/x", Some(&token)).await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json()["error_description"], "missing_token");
+    // The first source found wins, even when a later one holds a good token.
+    let r = w
+        .gate
+        .get_with(
+            &format!("/api/x?access_token={token}"),
+            &[("x-api-token", "not-a-token")],
+        )
+        .await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json()["error_description"], "malformed");
+}
+
+#[tokio::test]
+async fn several_providers_matched_by_issuer_and_restricted_per_route() {
+    let ring_a = ring(Algorithm::RS256);
+    let ring_b = ring(Algorithm::ES256);
+    let jwks_a = JwksServer::with_ring(ring_a.clone()).await;
+    let jwks_b = JwksServer::with_ring(ring_b.clone()).await;
+    let echo = Echo::start().await;
+    let yaml = format!(
+        r#"idps:
+  - name: tenant
+    issuer: "{iss_a}"
+    jwksEndpoint: "{jwks_a}"
+    audiences: ["{AUDIENCE}"]
+  - name: custom-domain
+    issuer: "{iss_b}"
+    jwksEndpoint: "{jwks_b}"
+    audiences: ["{AUDIENCE}"]
+    algorithms: [ES256]
+upstreams:
+  echo:
+    url: "{echo}"
+routes:
+  - name: tenant-only
+    match: {{ pathPrefix: /tenant }}
+    providers: [tenant]
+    upstream: echo
+  - name: any
+    match: {{ pathPrefix: /api }}
+    upstream: echo
+"#,
+        iss_a = jwks_a.issuer(),
+        iss_b = jwks_b.issuer(),
+        jwks_a = jwks_a.jwks_url(),
+        jwks_b = jwks_b.jwks_url(),
+        echo = echo.url(),
+    );
+    let gate = Gate::start_ready(&yaml).await;
+    let from_a = sign(&ring_a.active(), &claims(&jwks_a.issuer(), "org_abc", &[]));
+    let from_b = sign(&ring_b.active(), &claims(&jwks_b.issuer(), "org_abc", &[]));
+    gate.expect_ok("/api/x", &from_a).await;
+    gate.expect_ok("/api/x", &from_b).await;
+    gate.expect_ok("/tenant/x", &from_a).await;
+    let r = gate.get("/tenant/x", Some(&from_b)).await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert_eq!(r.json()["error_description"], "wrong_issuer");
+    // B's key does not verify a token that claims A's issuer.
+    let forged = sign(&ring_b.active(), &claims(&jwks_a.issuer(), "org_abc", &[]));
+    let r = gate.get("/api/x", Some(&forged)).await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert_eq!(r.json()["error_description"], "alg_not_allowed");
+    let forged = sign(&ring_a.active(), &claims(&jwks_b.issuer(), "org_abc", &[]));
+    let r = gate.get("/api/x", Some(&forged)).await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert_eq!(r.json()["error_description"], "alg_not_allowed");
+}
