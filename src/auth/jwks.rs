@@ -70,7 +70,9 @@ pub struct Jwks {
     /// Since when the current keys are unconfirmed: the first failed fetch
     /// after the last success, or the cache file's time for keys read from
     /// it. `None` while fetches succeed.
-    failing_since: std::sync::Mutex<Option<SystemTime>>,
+    /// Milliseconds since the epoch; 0 while fetches succeed. An atomic,
+    /// since every request reads it.
+    failing_since: AtomicU64,
 }
 
 impl Jwks {
@@ -91,7 +93,7 @@ impl Jwks {
             discovered: ArcSwapOption::empty(),
             generation: AtomicU64::new(0),
             last_body: std::sync::Mutex::new(None),
-            failing_since: std::sync::Mutex::new(None),
+            failing_since: AtomicU64::new(0),
         };
         jwks.load_cache_file();
         jwks
@@ -108,10 +110,10 @@ impl Jwks {
     /// that is merely slow does not make keys stale.
     pub fn keys(&self) -> Option<Arc<Loaded>> {
         let loaded = self.current.load_full()?;
-        let since = *self.failing_since.lock().unwrap_or_else(|e| e.into_inner());
-        let stale = since.is_some_and(|t| {
-            SystemTime::now().duration_since(t).unwrap_or_default() > self.max_stale
-        });
+        let since = self.failing_since.load(Ordering::Acquire);
+        let stale = since != 0
+            && epoch_millis(SystemTime::now()).saturating_sub(since)
+                > self.max_stale.as_millis() as u64;
         (!stale).then_some(loaded)
     }
 
@@ -120,8 +122,8 @@ impl Jwks {
         self.keys().is_some()
     }
 
-    /// Refetch for a token whose `kid` is unknown, unless a fetch started
-    /// less than `minRefetchIntervalSeconds` ago. Concurrent callers share
+    /// Refetch for a token whose `kid` is unknown, unless another
+    /// unknown-kid refetch started less than `minRefetchIntervalSeconds` ago. Concurrent callers share
     /// one fetch. Returns whether the keys may have changed.
     pub async fn refetch_for_unknown_kid(&self, kid: &str) -> bool {
         let mut last = self.fetch_gate.lock().await;
@@ -177,16 +179,20 @@ impl Jwks {
         let label = if result.is_ok() { "success" } else { "error" };
         self.metrics.jwks_fetches.with_label_values(&[label]).inc();
         let now = SystemTime::now();
-        let mut since = self.failing_since.lock().unwrap_or_else(|e| e.into_inner());
         match result {
             Ok((body, keys, max_age)) => {
-                *since = None;
-                drop(since);
+                self.failing_since.store(0, Ordering::Release);
                 self.store(body, keys, now, true);
                 Ok(max_age)
             }
             Err(e) => {
-                since.get_or_insert(now);
+                // Only the first failure after a success starts the clock.
+                let _ = self.failing_since.compare_exchange(
+                    0,
+                    epoch_millis(now).max(1),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                );
                 Err(e)
             }
         }
@@ -258,7 +264,8 @@ impl Jwks {
                 tracing::info!(issuer = %self.issuer, file = %path.display(), "JWKS loaded from cache file");
                 // Unconfirmed since the file was written; never rewritten
                 // from here, so restarts cannot make old keys look fresh.
-                *self.failing_since.lock().unwrap_or_else(|e| e.into_inner()) = Some(fetched_at);
+                self.failing_since
+                    .store(epoch_millis(fetched_at).max(1), Ordering::Release);
                 self.store(body.into(), keys, fetched_at, false);
             }
             _ => tracing::warn!(file = %path.display(), "JWKS cache file is unusable; ignored"),
@@ -274,6 +281,11 @@ impl Jwks {
             tracing::warn!(file = %path.display(), error = %e, "cannot write the JWKS cache file");
         }
     }
+}
+
+fn epoch_millis(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// `jwks_uri` from a discovery document whose `issuer` must equal ours.
