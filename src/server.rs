@@ -17,8 +17,6 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
-use crate::gateway::Body;
-
 /// Connections served at once; more wait in the kernel's backlog.
 const MAX_CONNECTIONS: usize = 10_000;
 /// Request heads larger than this are answered 431 by hyper.
@@ -30,7 +28,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves `listener` with `handler` until `shutdown` resolves, then lets
 /// open connections finish for up to `grace`.
-pub async fn serve<H, F>(
+pub async fn serve<H, F, B>(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     handler: H,
@@ -38,7 +36,10 @@ pub async fn serve<H, F>(
     grace: Duration,
 ) where
     H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = Response<Body>> + Send + 'static,
+    F: Future<Output = Response<B>> + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder

@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
 
-use super::{Protocol, json_response, run_server};
+use super::{json_response, run_server};
 
 /// Answers every request with 200 and JSON
 /// `{"method", "path", "version", "headers", "body_bytes"}`.
@@ -23,7 +23,7 @@ use super::{Protocol, json_response, run_server};
 /// Both HTTP/1.1 and cleartext HTTP/2 are accepted. Runs until `shutdown`
 /// resolves.
 pub async fn serve(listener: TcpListener, shutdown: impl Future<Output = ()>) -> io::Result<()> {
-    run_server(listener, Protocol::Auto, handle, shutdown).await
+    run_server(listener, handle, shutdown).await
 }
 
 async fn handle(req: hyper::Request<Incoming>) -> Response<Full<Bytes>> {

@@ -25,7 +25,7 @@ use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
 
 use super::keys::KeyRing;
-use super::{Protocol, json_response, run_server, unix_seconds};
+use super::{json_response, run_server, unix_seconds};
 
 /// Largest token request body accepted; larger ones get 413.
 pub const MAX_TOKEN_BODY: usize = 64 * 1024;
@@ -165,7 +165,7 @@ pub async fn serve(
         keys,
     });
     let handler = move |req| handle(Arc::clone(&idp), req);
-    run_server(listener, Protocol::Http1, handler, shutdown).await
+    run_server(listener, handler, shutdown).await
 }
 
 async fn handle(idp: Arc<Idp>, req: Request<Incoming>) -> Response<Full<Bytes>> {
