@@ -50,6 +50,26 @@ pub fn client_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, Tls
         .with_no_client_auth())
 }
 
+/// An HTTP-or-HTTPS connector (HTTP/1.1) trusting the system roots plus
+/// `ca_file`, for upstreams and for the identity provider alike.
+pub fn https_connector(
+    ca_file: Option<&Path>,
+    connect_timeout: std::time::Duration,
+) -> Result<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    TlsError,
+> {
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(connect_timeout));
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(client_config(ca_file)?)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http))
+}
+
 /// Server config from PEM certificate chain and key files.
 pub fn server_config(
     cert_file: &Path,

@@ -12,7 +12,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use url::Url;
 
-use crate::tls::{TlsError, client_config};
+use crate::tls::{TlsError, https_connector};
 
 /// A JWKS or discovery document is small; anything larger is refused.
 const MAX_BODY: usize = 1 << 20;
@@ -63,14 +63,7 @@ pub struct Fetcher {
 impl Fetcher {
     /// A client trusting system roots plus `ca_file`.
     pub fn new(ca_file: Option<&Path>) -> Result<Self, TlsError> {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(Duration::from_secs(5)));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(client_config(ca_file)?)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
+        let https = https_connector(ca_file, Duration::from_secs(5))?;
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(https);

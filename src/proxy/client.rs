@@ -11,7 +11,7 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::config::UpstreamConfig;
 use crate::error::UpstreamFailure;
-use crate::tls::{TlsError, client_config};
+use crate::tls::{TlsError, https_connector};
 
 /// The body type sent upstream: the client's body, streamed as it comes.
 pub type UpstreamBody = Incoming;
@@ -29,15 +29,7 @@ pub struct Upstream {
 impl Upstream {
     /// Builds the client (TLS roots are read here, once).
     pub fn new(config: UpstreamConfig) -> Result<Upstream, TlsError> {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(config.connect_timeout));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(client_config(config.ca_file.as_deref())?)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
+        let https = https_connector(config.ca_file.as_deref(), config.connect_timeout)?;
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(256)
