@@ -85,7 +85,9 @@ async fn walk(config: Config, req: &ExplainRequest<'_>, out: &mut String) -> Res
             let _ = writeln!(out, "upstream: {}", upstream_name(route.upstream, &config));
             return Ok(());
         }
-        Access::Jwt { allow, providers } => (allow.clone(), providers.clone()),
+        Access::Jwt {
+            allow, providers, ..
+        } => (allow.clone(), providers.clone()),
     };
     let Some(token) = req.token else {
         out.push_str("token: none given\n");

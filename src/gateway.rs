@@ -196,13 +196,12 @@ impl Gateway {
         // Authenticate and authorize.
         let identity = match &route.access {
             Access::Public => None,
-            Access::Jwt { allow, providers } => {
-                let sources = token_sources(rt, providers.as_deref());
-                let token = sources
-                    .iter()
-                    .find_map(|s| {
-                        token::extract(std::slice::from_ref(*s), req.headers(), req.uri().query())
-                    })
+            Access::Jwt {
+                allow,
+                providers,
+                token_sources,
+            } => {
+                let token = token::extract(token_sources, req.headers(), req.uri().query())
                     .ok_or(AuthFailure::MissingToken)?;
                 let identity = rt
                     .verifier
@@ -278,25 +277,6 @@ impl Drop for Inflight<'_> {
     fn drop(&mut self) {
         self.0.dec();
     }
-}
-
-/// The token sources of the providers a route accepts, in order, deduplicated.
-fn token_sources<'a>(
-    rt: &'a Runtime,
-    allowed: Option<&[usize]>,
-) -> Vec<&'a crate::config::TokenSource> {
-    let mut out: Vec<&crate::config::TokenSource> = Vec::new();
-    for (i, p) in rt.config.providers.iter().enumerate() {
-        if allowed.is_some_and(|a| !a.contains(&i)) {
-            continue;
-        }
-        for s in &p.token_sources {
-            if !out.contains(&s) {
-                out.push(s);
-            }
-        }
-    }
-    out
 }
 
 /// `Host`, or the authority of an absolute-form request.

@@ -4,6 +4,8 @@ use std::collections::{HashMap, HashSet};
 
 use http::Method;
 
+use crate::config::TokenSource;
+
 /// How a route's path is matched.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PathMatch {
@@ -47,6 +49,9 @@ pub enum Access {
         allow: Allow,
         /// Indices into the configured providers; `None`: any provider.
         providers: Option<Vec<usize>>,
+        /// Where to look for the token: the sources of those providers, in
+        /// order, without repeats. Compiled once, not per request.
+        token_sources: Vec<TokenSource>,
     },
 }
 

@@ -173,6 +173,7 @@ fn compile(raw: RawConfig, p: &mut Problems) -> Config {
                 &path,
                 &upstream_index,
                 &provider_index,
+                &providers,
                 idp_configured,
                 p,
             )
@@ -482,6 +483,7 @@ fn route(
     path: &str,
     upstreams: &HashMap<String, usize>,
     provider_index: &HashMap<&str, usize>,
+    provider_configs: &[ProviderConfig],
     idp_configured: bool,
     p: &mut Problems,
 ) -> Option<Route> {
@@ -613,7 +615,7 @@ fn route(
                     scopes: a.scopes,
                 }
             });
-            let providers = r.providers.map(|names| {
+            let providers: Option<Vec<usize>> = r.providers.map(|names| {
                 names
                     .iter()
                     .enumerate()
@@ -629,9 +631,21 @@ fn route(
                     })
                     .collect()
             });
+            let mut token_sources: Vec<TokenSource> = Vec::new();
+            for (i, pr) in provider_configs.iter().enumerate() {
+                if providers.as_ref().is_some_and(|a| !a.contains(&i)) {
+                    continue;
+                }
+                for s in &pr.token_sources {
+                    if !token_sources.contains(s) {
+                        token_sources.push(s.clone());
+                    }
+                }
+            }
             Access::Jwt {
                 allow: allow.unwrap_or_default(),
                 providers,
+                token_sources,
             }
         }
         other => {
