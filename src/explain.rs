@@ -4,13 +4,12 @@
 
 use std::fmt::Write as _;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::Method;
 use serde_json::{Map, Value};
 
 use crate::app::build_runtime;
-use crate::auth::{authorize, verify::now_secs};
+use crate::auth::authorize;
+use crate::auth::verify::{decode_json, now_secs};
 use crate::config::Config;
 use crate::error::GateError;
 use crate::metrics::Metrics;
@@ -163,12 +162,9 @@ async fn walk(config: Config, req: &ExplainRequest<'_>, out: &mut String) -> Res
 /// Prints the header and claims the decision depends on; never the signature.
 fn describe_token(token: &str, out: &mut String) {
     let mut parts = token.split('.');
-    let decode = |p: Option<&str>| -> Option<Map<String, Value>> {
-        let bytes = URL_SAFE_NO_PAD.decode(p?).ok()?;
-        serde_json::from_slice(&bytes).ok()
-    };
-    let header = decode(parts.next());
-    let claims = decode(parts.next());
+    let mut decode = || decode_json(parts.next()?).ok();
+    let header = decode();
+    let claims = decode();
     let (Some(header), Some(claims)) = (header, claims) else {
         out.push_str("token: not a decodable JWT\n");
         return;

@@ -93,7 +93,8 @@ fn parse(token: &str) -> Result<Parts<'_>, AuthFailure> {
     })
 }
 
-fn decode_json(part: &str) -> Result<Map<String, Value>, AuthFailure> {
+/// One base64url JSON part of a JWT (header or claims), unverified.
+pub(crate) fn decode_json(part: &str) -> Result<Map<String, Value>, AuthFailure> {
     let bytes = URL_SAFE_NO_PAD
         .decode(part)
         .map_err(|_| AuthFailure::Malformed)?;
