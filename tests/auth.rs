@@ -457,6 +457,29 @@ fn req(
     r.body(empty()).unwrap()
 }
 
+/// Sends `method path` with `Host: host` and the token.
+async fn call(w: &World, method: Method, path: &str, host: &str, token: &str) -> Resp {
+    w.gate
+        .send(req(&w.gate, method, path, host, Some(token)))
+        .await
+}
+
+/// Sends like [`call`] and expects the refusal `status`/`reason`.
+async fn refused(
+    w: &World,
+    method: Method,
+    path: &str,
+    host: &str,
+    token: &str,
+    status: u16,
+    reason: &str,
+) -> Resp {
+    let request = req(&w.gate, method, path, host, Some(token));
+    w.gate
+        .expect_refusal(request, status, reason, Some(token))
+        .await
+}
+
 #[tokio::test]
 async fn public_route_needs_no_token() {
     let w = routes_world().await;
@@ -509,21 +532,16 @@ async fn missing_organization_claim_is_403_missing_claim() {
 async fn missing_scope_is_403_insufficient_scope() {
     let w = routes_world().await;
     let token = w.token("org_abc", &["openid", "apk:api_view"]);
-    let r = w
-        .gate
-        .expect_refusal(
-            req(
-                &w.gate,
-                Method::GET,
-                "/api/configurator/apis",
-                "apk.example.com",
-                Some(&token),
-            ),
-            403,
-            "insufficient_scope",
-            Some(&token),
-        )
-        .await;
+    let r = refused(
+        &w,
+        Method::GET,
+        "/api/configurator/apis",
+        "apk.example.com",
+        &token,
+        403,
+        "insufficient_scope",
+    )
+    .await;
     let www = r.header("www-authenticate").unwrap();
     assert!(www.contains(r#"error="insufficient_scope""#), "{www}");
     assert!(www.contains(r#"scope="apk:api_create""#), "{www}");
@@ -531,33 +549,27 @@ async fn missing_scope_is_403_insufficient_scope() {
 
     // A scope that merely starts with the required one does not count.
     let token = w.token("org_abc", &["apk:api_create_x", "xapk:api_create"]);
-    w.gate
-        .expect_refusal(
-            req(
-                &w.gate,
-                Method::GET,
-                "/api/configurator/apis",
-                "apk.example.com",
-                Some(&token),
-            ),
-            403,
-            "insufficient_scope",
-            Some(&token),
-        )
-        .await;
+    refused(
+        &w,
+        Method::GET,
+        "/api/configurator/apis",
+        "apk.example.com",
+        &token,
+        403,
+        "insufficient_scope",
+    )
+    .await;
 
     // The right scope passes.
     let token = w.token("org_abc", &["openid", "apk:api_create"]);
-    let r = w
-        .gate
-        .send(req(
-            &w.gate,
-            Method::GET,
-            "/api/configurator/apis",
-            "apk.example.com",
-            Some(&token),
-        ))
-        .await;
+    let r = call(
+        &w,
+        Method::GET,
+        "/api/configurator/apis",
+        "apk.example.com",
+        &token,
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text());
 }
 
@@ -568,35 +580,29 @@ async fn scopes_from_the_permissions_array_count() {
     c.as_object_mut().unwrap().remove("scope");
     c["permissions"] = json!(["apk:api_view", "apk:api_create"]);
     let token = w.sign(&c);
-    let r = w
-        .gate
-        .send(req(
-            &w.gate,
-            Method::POST,
-            "/api/configurator/apis",
-            "apk.example.com:8443",
-            Some(&token),
-        ))
-        .await;
+    let r = call(
+        &w,
+        Method::POST,
+        "/api/configurator/apis",
+        "apk.example.com:8443",
+        &token,
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["method"], "POST");
     // A permission that is a prefix-extension does not count either.
     c["permissions"] = json!(["apk:api_create_x"]);
     let token = w.sign(&c);
-    w.gate
-        .expect_refusal(
-            req(
-                &w.gate,
-                Method::GET,
-                "/api/configurator/apis",
-                "apk.example.com",
-                Some(&token),
-            ),
-            403,
-            "insufficient_scope",
-            Some(&token),
-        )
-        .await;
+    refused(
+        &w,
+        Method::GET,
+        "/api/configurator/apis",
+        "apk.example.com",
+        &token,
+        403,
+        "insufficient_scope",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -661,16 +667,14 @@ async fn prefix_matches_on_segment_boundaries() {
 async fn host_and_method_select_the_route() {
     let w = routes_world().await;
     let token = w.token("org_abc", &["apk:api_create"]);
-    let ok = w
-        .gate
-        .send(req(
-            &w.gate,
-            Method::GET,
-            "/api/configurator/x",
-            "APK.example.com:8080",
-            Some(&token),
-        ))
-        .await;
+    let ok = call(
+        &w,
+        Method::GET,
+        "/api/configurator/x",
+        "APK.example.com:8080",
+        &token,
+    )
+    .await;
     assert_eq!(ok.status, 200, "{}", ok.text());
     assert_eq!(
         w.gate
@@ -682,16 +686,14 @@ async fn host_and_method_select_the_route() {
         1.0
     );
     // Another host falls through to the generic `api` route.
-    let other = w
-        .gate
-        .send(req(
-            &w.gate,
-            Method::GET,
-            "/api/configurator/x",
-            "other.example.com",
-            Some(&token),
-        ))
-        .await;
+    let other = call(
+        &w,
+        Method::GET,
+        "/api/configurator/x",
+        "other.example.com",
+        &token,
+    )
+    .await;
     assert_eq!(other.status, 200);
     assert_eq!(
         w.gate
@@ -705,20 +707,16 @@ async fn host_and_method_select_the_route() {
     // A method the route does not list falls through too: the scope-less
     // token of org_xyz is then refused by the `api` route's organization list.
     let xyz = w.token("org_xyz", &[]);
-    w.gate
-        .expect_refusal(
-            req(
-                &w.gate,
-                Method::DELETE,
-                "/api/configurator/x",
-                "apk.example.com",
-                Some(&xyz),
-            ),
-            403,
-            "organization_denied",
-            Some(&xyz),
-        )
-        .await;
+    refused(
+        &w,
+        Method::DELETE,
+        "/api/configurator/x",
+        "apk.example.com",
+        &xyz,
+        403,
+        "organization_denied",
+    )
+    .await;
     assert_eq!(
         w.gate
             .metric(

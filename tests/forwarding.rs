@@ -190,15 +190,8 @@ async fn request_id_is_kept_when_sane_and_generated_otherwise() {
 }
 
 const IDENTITY_EXTRA: &str = "  usernameClaim: email";
-const IDENTITY_REST: &str = r#"routes:
-  - name: public
-    match: { pathPrefix: /public }
-    auth: none
-    upstream: echo
-  - name: api
-    match: { pathPrefix: /api }
-    upstream: echo
-forwarding:
+/// Appended to `DEFAULT_ROUTES`.
+const IDENTITY_FORWARDING: &str = r#"forwarding:
   claimsHeaders:
     "https://example.com/roles": X-Roles
     "/profile/team": X-Team
@@ -206,7 +199,12 @@ forwarding:
 
 #[tokio::test]
 async fn identity_headers_come_from_verified_claims_only() {
-    let w = World::start(Algorithm::RS256, IDENTITY_EXTRA, IDENTITY_REST).await;
+    let w = World::start(
+        Algorithm::RS256,
+        IDENTITY_EXTRA,
+        &format!("{DEFAULT_ROUTES}{IDENTITY_FORWARDING}"),
+    )
+    .await;
     let mut c = w.claims("org_abc", &[]);
     c["https://example.com/roles"] = json!(["admin", "dev"]);
     c["profile"] = json!({"team": "platform"});
