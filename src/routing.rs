@@ -28,12 +28,23 @@ impl PathMatch {
     }
 }
 
+/// Which organizations a protected route takes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Organizations {
+    /// `allow.organizations` omitted: any organization, or none at all.
+    #[default]
+    Unrestricted,
+    /// `["*"]`: any organization, but the token must carry one.
+    AnyPresent,
+    /// The token's organization must be one of these.
+    OneOf(HashSet<String>),
+}
+
 /// Authorization of a protected route.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Allow {
-    /// `None`: any organization, or none. `Some`: the token must carry an
-    /// organization, one of these; `"*"` in the set takes any.
-    pub organizations: Option<HashSet<String>>,
+    /// Organization rule.
+    pub organizations: Organizations,
     /// All required.
     pub scopes: Vec<String>,
 }

@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use crate::config::{ClaimRef, ProviderConfig};
 use crate::error::AuthFailure;
-use crate::routing::Allow;
+use crate::routing::{Allow, Organizations};
 
 /// Who a verified token speaks for.
 #[derive(Debug, Clone)]
@@ -110,18 +110,14 @@ pub fn authorize(
     allow: &Allow,
     trusted: Option<&HashMap<String, String>>,
 ) -> Result<(), AuthFailure> {
-    let needs_org = allow.organizations.is_some() || trusted.is_some();
+    let needs_org = allow.organizations != Organizations::Unrestricted || trusted.is_some();
     match (&identity.organization, needs_org) {
         (None, true) => return Err(AuthFailure::MissingOrganization),
         (Some(org), _) => {
             if trusted.is_some_and(|t| !t.contains_key(org)) {
                 return Err(AuthFailure::OrganizationDenied);
             }
-            if allow
-                .organizations
-                .as_ref()
-                .is_some_and(|a| !a.contains("*") && !a.contains(org))
-            {
+            if matches!(&allow.organizations, Organizations::OneOf(set) if !set.contains(org)) {
                 return Err(AuthFailure::OrganizationDenied);
             }
         }
@@ -152,7 +148,11 @@ mod tests {
 
     fn allow(orgs: Option<&[&str]>, scopes: &[&str]) -> Allow {
         Allow {
-            organizations: orgs.map(|o| o.iter().map(|s| s.to_string()).collect()),
+            organizations: match orgs {
+                None => Organizations::Unrestricted,
+                Some(["*"]) => Organizations::AnyPresent,
+                Some(o) => Organizations::OneOf(o.iter().map(|s| s.to_string()).collect()),
+            },
             scopes: scopes.iter().map(|s| s.to_string()).collect(),
         }
     }

@@ -15,7 +15,7 @@ use super::{
     ClaimRef, Config, Forwarding, JwksSource, OrganizationBinding, Problem, ProviderConfig,
     TlsFiles, TokenSource, UpstreamConfig, expand,
 };
-use crate::routing::{Access, Allow, PathMatch, Route};
+use crate::routing::{Access, Allow, Organizations, PathMatch, Route};
 
 /// Collects problems; a path that already has one gets no second, so a
 /// value that failed expansion is not also reported as, say, a bad URL.
@@ -591,17 +591,21 @@ fn route(
                 );
             }
             let allow = r.allow.map(|a| {
-                // `"*"` stays in the set: any organization, but the token
-                // must carry one (omitting the list is what allows none).
-                let organizations = a.organizations.map(|orgs| {
-                    if orgs.is_empty() {
-                        p.add(
-                            format!("{path}.allow.organizations"),
-                            "is empty, so nobody could pass; omit it or use \"*\" for any organization",
-                        );
+                // `"*"`: any organization, but the token must carry one
+                // (omitting the list is what allows none).
+                let organizations = match a.organizations {
+                    None => Organizations::Unrestricted,
+                    Some(orgs) if orgs.iter().any(|o| o == "*") => Organizations::AnyPresent,
+                    Some(orgs) => {
+                        if orgs.is_empty() {
+                            p.add(
+                                format!("{path}.allow.organizations"),
+                                "is empty, so nobody could pass; omit it or use \"*\" for any organization",
+                            );
+                        }
+                        Organizations::OneOf(orgs.into_iter().collect())
                     }
-                    orgs.into_iter().collect()
-                });
+                };
                 for (i, s) in a.scopes.iter().enumerate() {
                     if s.is_empty() || s.contains(' ') {
                         p.add(
