@@ -59,16 +59,24 @@ pub async fn explain(config: Config, req: ExplainRequest<'_>) -> Explanation {
 }
 
 async fn walk(config: Config, req: &ExplainRequest<'_>, out: &mut String) -> Result<(), GateError> {
-    let path = req.path.split('?').next().unwrap_or(req.path);
-    if !routing::path_is_safe(path) {
-        out.push_str("path: refused (dot segments, encoded slashes or not origin-form)\n");
-        return Err(GateError::BadRequest("the request path is not allowed"));
-    }
+    let raw_path = req.path.split('?').next().unwrap_or(req.path);
+    let canonical = match routing::canonicalize(raw_path) {
+        Ok(c) => c,
+        Err(why) => {
+            let _ = writeln!(out, "path: refused: {why}");
+            return Err(why.into());
+        }
+    };
+    let path = canonical.matched();
     let Some(route) = routing::find(&config.routes, req.host, &req.method, path).cloned() else {
         let _ = writeln!(out, "route: no route matches {} {path}", req.method);
         return Err(GateError::NoRoute);
     };
     let _ = writeln!(out, "route: {} (matched {} {path})", route.name, req.method);
+    if let Err(why) = route.check_parameters(&canonical) {
+        let _ = writeln!(out, "path: refused: {why}");
+        return Err(why.into());
+    }
 
     let upstream_name = |index: usize, config: &Config| {
         config

@@ -18,6 +18,7 @@ pub mod logging;
 pub mod metrics;
 pub mod proxy;
 pub mod routing;
+pub mod secret;
 pub mod server;
 pub mod tls;
 

@@ -739,7 +739,7 @@ async fn dot_segments_are_400() {
     ] {
         let r = w.gate.get(path, None).await;
         assert_eq!(r.status, 400, "{path}: {}", r.text());
-        assert_eq!(r.json()["error"], "invalid_request");
+        assert_eq!(r.json()["error"], "bad_request");
     }
 }
 

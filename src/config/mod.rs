@@ -18,6 +18,7 @@ use jsonwebtoken::Algorithm;
 use url::Url;
 
 use crate::routing::Route;
+use crate::secret::Secret;
 
 pub use expand::expand_str;
 
@@ -102,6 +103,35 @@ pub struct Config {
     pub forwarding: Forwarding,
     /// Per-organization request metric.
     pub organization_label: bool,
+    /// Connection and request limits.
+    pub limits: Limits,
+}
+
+/// Connection and request limits of the proxy listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// From accept (TLS handshake included) to the end of the request head.
+    pub header_read_timeout: Duration,
+    /// Closes connections with nothing in flight; HTTP/2 pings silent peers.
+    pub idle_timeout: Duration,
+    /// Connections at once.
+    pub max_connections: usize,
+    /// Connections at once per client IP.
+    pub max_connections_per_client: usize,
+    /// Largest request head.
+    pub max_header_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
+            max_connections_per_client: 256,
+            max_header_bytes: 64 * 1024,
+        }
+    }
 }
 
 /// TLS certificate and key files.
@@ -138,7 +168,7 @@ pub struct ProviderConfig {
     /// Accepted audiences (any of).
     pub audiences: Vec<String>,
     /// HMAC secret, if HS* algorithms are allowed.
-    pub client_secret: Option<Vec<u8>>,
+    pub client_secret: Option<Secret>,
     /// Allowed algorithms.
     pub algorithms: Vec<Algorithm>,
     /// Leeway for time claims.
@@ -155,6 +185,35 @@ pub struct ProviderConfig {
     pub token_sources: Vec<TokenSource>,
     /// Extra CA bundle for HTTPS fetches.
     pub ca_file: Option<PathBuf>,
+    /// `http://` key sources allowed beyond loopback.
+    pub allow_insecure_http: bool,
+    /// Tokens with `email_verified: false` accepted as `email` identities.
+    pub allow_unverified_email: bool,
+}
+
+impl ProviderConfig {
+    /// Whether keys may be fetched from `url`: over HTTPS, from a loopback
+    /// address, or anywhere when `allowInsecureHttp` says so.
+    pub fn may_fetch_keys_from(&self, url: &Url) -> bool {
+        self.allow_insecure_http || is_secure_or_loopback(url)
+    }
+}
+
+/// `https://`, or `http://` to a loopback host (where nobody sits on the path).
+pub fn is_secure_or_loopback(url: &Url) -> bool {
+    match url.scheme() {
+        "https" => true,
+        "http" => match url.host() {
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            Some(url::Host::Domain(d)) => {
+                d.eq_ignore_ascii_case("localhost")
+                    || d.to_ascii_lowercase().ends_with(".localhost")
+            }
+            None => false,
+        },
+        _ => false,
+    }
 }
 
 /// One place a token may be found.
@@ -186,6 +245,8 @@ pub struct UpstreamConfig {
     pub request_timeout: Duration,
     /// Extra CA bundle.
     pub ca_file: Option<PathBuf>,
+    /// Requests in flight at once; past it 503.
+    pub max_connections: usize,
 }
 
 /// Organization binding, validated.
@@ -224,7 +285,7 @@ pub struct Forwarding {
 impl Forwarding {
     /// Every header the gateway sets from verified claims: always stripped
     /// from incoming requests so a caller can never forge one.
-    pub fn identity_header_names(&self) -> impl Iterator<Item = &HeaderName> {
+    pub fn identity_header_names(&self) -> impl Iterator<Item = &HeaderName> + Clone {
         [&self.user, &self.organization, &self.subject]
             .into_iter()
             .chain(self.claims.iter().map(|(_, h)| h))

@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer};
 
+use crate::secret::Secret;
+
 /// The whole file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -50,6 +52,73 @@ pub struct RawConfig {
     /// Metrics options.
     #[serde(default)]
     pub metrics: RawMetrics,
+    /// Connection and request limits of the proxy listener.
+    #[serde(default)]
+    pub limits: RawLimits,
+}
+
+/// Connection and request limits; every one has a safe default.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawLimits {
+    /// From accept (TLS handshake included) to the end of a request head;
+    /// also how long an HTTP/1.1 connection may wait for its next request.
+    /// Default 10000.
+    #[serde(
+        default = "default_header_read_timeout",
+        deserialize_with = "u64_or_string"
+    )]
+    pub header_read_timeout_ms: u64,
+    /// A connection with no request in flight is closed after this; HTTP/2
+    /// peers are also pinged and dropped when they do not answer. Default 60000.
+    #[serde(default = "default_idle_timeout", deserialize_with = "u64_or_string")]
+    pub idle_timeout_ms: u64,
+    /// Connections served at once; past it new ones are closed at once. Default 10000.
+    #[serde(
+        default = "default_max_connections",
+        deserialize_with = "u64_or_string"
+    )]
+    pub max_connections: u64,
+    /// Connections at once from one client IP address. Default 256.
+    #[serde(default = "default_max_per_client", deserialize_with = "u64_or_string")]
+    pub max_connections_per_client: u64,
+    /// Largest request head; past it 431. Default 65536.
+    #[serde(
+        default = "default_max_header_bytes",
+        deserialize_with = "u64_or_string"
+    )]
+    pub max_header_bytes: u64,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        RawLimits {
+            header_read_timeout_ms: default_header_read_timeout(),
+            idle_timeout_ms: default_idle_timeout(),
+            max_connections: default_max_connections(),
+            max_connections_per_client: default_max_per_client(),
+            max_header_bytes: default_max_header_bytes(),
+        }
+    }
+}
+
+fn default_header_read_timeout() -> u64 {
+    10_000
+}
+fn default_idle_timeout() -> u64 {
+    60_000
+}
+fn default_max_connections() -> u64 {
+    10_000
+}
+fn default_max_per_client() -> u64 {
+    256
+}
+fn default_max_header_bytes() -> u64 {
+    65_536
+}
+fn default_upstream_max_connections() -> u64 {
+    1024
 }
 
 /// The admin listener.
@@ -103,7 +172,7 @@ pub struct RawIdp {
     pub audiences: Vec<String>,
     /// Shared secret for HS256/384/512-signed tokens; empty disables HMAC.
     #[serde(default)]
-    pub client_secret: String,
+    pub client_secret: Secret,
     /// Allowed signature algorithms. Default `[RS256]`; `none` is never allowed.
     #[serde(default = "default_algorithms")]
     pub algorithms: Vec<String>,
@@ -119,6 +188,16 @@ pub struct RawIdp {
     /// Extra PEM CA bundle trusted when fetching discovery and JWKS over HTTPS.
     #[serde(default)]
     pub ca_file: String,
+    /// Allow `http://` for `issuer`, `jwksEndpoint` and a discovered
+    /// `jwks_uri` on non-loopback hosts. Off: keys fetched in clear text can
+    /// be replaced by anyone on the path. Warned about at every start.
+    #[serde(default, deserialize_with = "bool_or_string")]
+    pub allow_insecure_http: bool,
+    /// Accept a token whose `email_verified` is false when `usernameClaim`
+    /// is `email`. Off: such a token is refused (403 `unverified_email`),
+    /// since anyone can claim an address they have not verified.
+    #[serde(default, deserialize_with = "bool_or_string")]
+    pub allow_unverified_email: bool,
 }
 
 /// JWKS cache behaviour.
@@ -190,6 +269,13 @@ pub struct RawUpstream {
     /// Extra PEM CA bundle for an `https` upstream (system roots are always trusted).
     #[serde(default)]
     pub ca_file: String,
+    /// Requests in flight to this upstream at once (for HTTP/1.1, its open
+    /// connections); past it 503. Default 1024.
+    #[serde(
+        default = "default_upstream_max_connections",
+        deserialize_with = "u64_or_string"
+    )]
+    pub max_connections: u64,
 }
 
 /// A route.
@@ -236,6 +322,11 @@ pub struct RawMatch {
     /// Host (port ignored, case-insensitive); omitted: any.
     #[serde(default)]
     pub host: Option<String>,
+    /// Take paths with `;` path parameters (matrix parameters). Off by
+    /// default: `;` is refused with 400, since Tomcat-style servers drop
+    /// `;params` and would read the path differently than it was matched.
+    #[serde(default, deserialize_with = "bool_or_string")]
+    pub allow_path_parameters: bool,
 }
 
 /// Authorization rules of a route.

@@ -12,10 +12,10 @@ use url::Url;
 
 use super::raw::{RawConfig, RawIdp, RawRoute, RawTokenSource};
 use super::{
-    ClaimRef, Config, Forwarding, JwksSource, OrganizationBinding, Problem, ProviderConfig,
-    TlsFiles, TokenSource, UpstreamConfig, expand,
+    ClaimRef, Config, Forwarding, JwksSource, Limits, OrganizationBinding, Problem, ProviderConfig,
+    TlsFiles, TokenSource, UpstreamConfig, expand, is_secure_or_loopback,
 };
-use crate::routing::{Access, Allow, Organizations, PathMatch, Route};
+use crate::routing::{Access, Allow, Organizations, PathMatch, Route, canonicalize};
 
 /// Collects problems; a path that already has one gets no second, so a
 /// value that failed expansion is not also reported as, say, a bad URL.
@@ -143,6 +143,7 @@ fn compile(raw: RawConfig, p: &mut Problems) -> Config {
             connect_timeout: Duration::from_millis(u.connect_timeout_ms),
             request_timeout: Duration::from_millis(u.request_timeout_ms),
             ca_file,
+            max_connections: positive(u.max_connections, &format!("{path}.maxConnections"), p),
         });
     }
 
@@ -258,6 +259,46 @@ fn compile(raw: RawConfig, p: &mut Problems) -> Config {
         binding,
         forwarding,
         organization_label: raw.metrics.organization_label,
+        limits: limits(&raw.limits, p),
+    }
+}
+
+fn limits(l: &super::raw::RawLimits, p: &mut Problems) -> Limits {
+    let ms = |v: u64, key: &str, p: &mut Problems| {
+        Duration::from_millis(positive(v, &format!("limits.{key}"), p) as u64)
+    };
+    Limits {
+        header_read_timeout: ms(l.header_read_timeout_ms, "headerReadTimeoutMs", p),
+        idle_timeout: ms(l.idle_timeout_ms, "idleTimeoutMs", p),
+        max_connections: positive(l.max_connections, "limits.maxConnections", p),
+        max_connections_per_client: positive(
+            l.max_connections_per_client,
+            "limits.maxConnectionsPerClient",
+            p,
+        ),
+        max_header_bytes: {
+            let v = positive(l.max_header_bytes, "limits.maxHeaderBytes", p);
+            // hyper needs room for at least one read buffer.
+            if v < 8192 {
+                p.add("limits.maxHeaderBytes", "must be at least 8192");
+            }
+            v
+        },
+    }
+}
+
+/// A count or duration that must be at least 1 (and fit in memory).
+fn positive(v: u64, path: &str, p: &mut Problems) -> usize {
+    match usize::try_from(v) {
+        Ok(0) => {
+            p.add(path, "must be greater than 0");
+            1
+        }
+        Ok(v) if v <= u32::MAX as usize => v,
+        _ => {
+            p.add(path, format!("{v} is too large"));
+            1
+        }
     }
 }
 
@@ -307,7 +348,8 @@ fn provider(idp: RawIdp, name: String, path: &str, p: &mut Problems) -> Option<P
         p.add(format!("{path}.issuer"), "is required");
         false
     } else {
-        http_url(&idp.issuer, &format!("{path}.issuer"), p).is_some()
+        http_url(&idp.issuer, &format!("{path}.issuer"), p)
+            .is_some_and(|u| key_source(&u, idp.allow_insecure_http, &format!("{path}.issuer"), p))
     };
     let jwks = if idp.jwks_endpoint.is_empty() {
         // Discovery per OIDC: the issuer without its trailing slash.
@@ -317,7 +359,16 @@ fn provider(idp: RawIdp, name: String, path: &str, p: &mut Problems) -> Option<P
         );
         Url::parse(&discovery).ok().map(JwksSource::Discovery)
     } else {
-        http_url(&idp.jwks_endpoint, &format!("{path}.jwksEndpoint"), p).map(JwksSource::Url)
+        http_url(&idp.jwks_endpoint, &format!("{path}.jwksEndpoint"), p)
+            .filter(|u| {
+                key_source(
+                    u,
+                    idp.allow_insecure_http,
+                    &format!("{path}.jwksEndpoint"),
+                    p,
+                )
+            })
+            .map(JwksSource::Url)
     };
 
     if idp.audiences.is_empty() {
@@ -383,7 +434,7 @@ fn provider(idp: RawIdp, name: String, path: &str, p: &mut Problems) -> Option<P
                 "HS256/384/512 in `algorithms` need a client secret of at least 32 bytes",
             );
         }
-        Some(idp.client_secret.into_bytes())
+        Some(idp.client_secret)
     } else {
         None
     };
@@ -436,7 +487,25 @@ fn provider(idp: RawIdp, name: String, path: &str, p: &mut Problems) -> Option<P
         cache_file,
         token_sources,
         ca_file,
+        allow_insecure_http: idp.allow_insecure_http,
+        allow_unverified_email: idp.allow_unverified_email,
     })
+}
+
+/// Keys over plain HTTP can be swapped by anyone on the path, so a key
+/// source must be HTTPS or loopback unless the operator opts out.
+fn key_source(url: &Url, allow_insecure_http: bool, path: &str, p: &mut Problems) -> bool {
+    if allow_insecure_http || is_secure_or_loopback(url) {
+        return true;
+    }
+    p.add(
+        path,
+        format!(
+            "{:?} is plain http:// to a non-loopback host: anyone on the network path could replace the signing keys; use https://, or set `allowInsecureHttp: true` on this provider to accept the risk",
+            url.as_str()
+        ),
+    );
+    false
 }
 
 fn token_source(s: &RawTokenSource, path: &str, p: &mut Problems) -> Option<TokenSource> {
@@ -493,17 +562,10 @@ fn route(
     let m = &r.matcher;
     let path_match = match (&m.path, &m.path_prefix) {
         (Some(exact), None) => {
-            if !exact.starts_with('/') {
-                p.add(format!("{path}.match.path"), "must start with /");
-            }
-            Some(PathMatch::Exact(exact.clone()))
+            route_path(exact, &format!("{path}.match.path"), p).map(PathMatch::Exact)
         }
-        (None, Some(prefix)) => {
-            if !prefix.starts_with('/') {
-                p.add(format!("{path}.match.pathPrefix"), "must start with /");
-            }
-            Some(PathMatch::Prefix(prefix.trim_end_matches('/').to_string()))
-        }
+        (None, Some(prefix)) => route_path(prefix, &format!("{path}.match.pathPrefix"), p)
+            .map(|c| PathMatch::Prefix(c.trim_end_matches('/').to_string())),
         (Some(_), Some(_)) => {
             p.add(
                 format!("{path}.match"),
@@ -670,7 +732,27 @@ fn route(
         upstream: upstream?,
         organization_upstreams,
         strip_prefix: r.strip_prefix,
+        allow_path_parameters: m.allow_path_parameters,
     })
+}
+
+/// A configured path in the form requests are matched in, so `/api/%61`
+/// in the file means what it means on the wire.
+fn route_path(s: &str, path: &str, p: &mut Problems) -> Option<String> {
+    match canonicalize(s) {
+        Ok(c) if c.has_parameters() => {
+            p.add(
+                path,
+                "must not contain `;` (path parameters are never matched)",
+            );
+            None
+        }
+        Ok(c) => Some(c.matched().to_string()),
+        Err(why) => {
+            p.add(path, format!("{why}"));
+            None
+        }
+    }
 }
 
 fn upstream_ref(
