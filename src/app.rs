@@ -56,7 +56,7 @@ pub fn build_runtime(
         .upstreams
         .iter()
         .map(|u| {
-            for kind in ["connect", "reset", "timeout"] {
+            for kind in ["connect", "reset", "timeout", "saturated"] {
                 metrics.upstream_errors.with_label_values(&[&u.name, kind]);
             }
             Upstream::new(u.clone())
@@ -141,7 +141,15 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             source,
         })?;
     let grace = config.shutdown_grace;
+    let limits = config.limits.clone();
     let tls_on = acceptor.is_some();
+    for p in config.providers.iter().filter(|p| p.allow_insecure_http) {
+        tracing::warn!(
+            provider = %p.name,
+            issuer = %p.issuer,
+            "allowInsecureHttp is on: keys may be fetched over plain HTTP, where anyone on the network path can replace them"
+        );
+    }
 
     let (runtime, jwks) = build_runtime(config, &metrics)?;
     let refreshers = jwks.into_iter().map(|j| tokio::spawn(j.run())).collect();
@@ -154,26 +162,29 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let g = gateway.clone();
     let proxy = tokio::spawn(server::serve(
         proxy_listener,
-        acceptor,
+        server::ServeOptions {
+            tls: acceptor,
+            limits,
+            grace,
+            refused: Some(metrics.connections_refused.clone()),
+        },
         move |req, peer| {
             let g = g.clone();
             async move { g.handle(req, peer).await }
         },
         stopped(shutdown_rx.clone()),
-        grace,
     ));
     let (g, m) = (gateway.clone(), metrics.clone());
     // The admin API stays up while the proxy drains, so probes see not-ready.
     let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
     let admin = tokio::spawn(server::serve(
         admin_listener,
-        None,
+        server::ServeOptions::plain(std::time::Duration::from_secs(1)),
         move |req, _peer| {
             let resp = admin::handle(&req, &g, &m);
             async move { resp }
         },
         stopped(admin_stop_rx),
-        std::time::Duration::from_secs(1),
     ));
     let sequence = tokio::spawn(async move {
         let _ = proxy.await;

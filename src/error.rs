@@ -44,6 +44,9 @@ pub enum AuthFailure {
     /// The organization claim is absent where an organization is required.
     #[error("missing_claim")]
     MissingOrganization,
+    /// `usernameClaim` is `email` and the token says `email_verified: false`.
+    #[error("unverified_email")]
+    UnverifiedEmail,
     /// The organization may not use this route, or is not a trusted one.
     #[error("organization_denied")]
     OrganizationDenied,
@@ -75,6 +78,7 @@ impl AuthFailure {
             AuthFailure::WrongIssuer => "wrong_issuer",
             AuthFailure::WrongAudience => "wrong_audience",
             AuthFailure::MissingTokenClaim | AuthFailure::MissingOrganization => "missing_claim",
+            AuthFailure::UnverifiedEmail => "unverified_email",
             AuthFailure::OrganizationDenied => "organization_denied",
             AuthFailure::OrganizationMismatch => "organization_mismatch",
             AuthFailure::InsufficientScope { .. } => "insufficient_scope",
@@ -83,7 +87,7 @@ impl AuthFailure {
     }
 
     /// Every reason, so metrics can publish zeros before the first failure.
-    pub const ALL_REASONS: [&'static str; 14] = [
+    pub const ALL_REASONS: [&'static str; 15] = [
         "missing_token",
         "malformed",
         "bad_signature",
@@ -94,6 +98,7 @@ impl AuthFailure {
         "wrong_issuer",
         "wrong_audience",
         "missing_claim",
+        "unverified_email",
         "organization_denied",
         "organization_mismatch",
         "insufficient_scope",
@@ -110,6 +115,8 @@ pub enum UpstreamFailure {
     Reset,
     /// No response headers within `requestTimeoutMs`.
     Timeout,
+    /// The upstream's `maxConnections` are all in use.
+    Saturated,
 }
 
 impl UpstreamFailure {
@@ -119,6 +126,7 @@ impl UpstreamFailure {
             UpstreamFailure::Connect => "connect",
             UpstreamFailure::Reset => "reset",
             UpstreamFailure::Timeout => "timeout",
+            UpstreamFailure::Saturated => "saturated",
         }
     }
 }
@@ -141,6 +149,12 @@ pub enum GateError {
     /// Shutting down: not taking new requests.
     #[error("draining")]
     Draining,
+}
+
+impl From<crate::routing::PathRefusal> for GateError {
+    fn from(why: crate::routing::PathRefusal) -> Self {
+        GateError::BadRequest(why.description())
+    }
 }
 
 impl From<AuthFailure> for GateError {
@@ -168,6 +182,7 @@ impl GateError {
                 | AuthFailure::WrongAudience
                 | AuthFailure::MissingTokenClaim => StatusCode::UNAUTHORIZED,
                 AuthFailure::MissingOrganization
+                | AuthFailure::UnverifiedEmail
                 | AuthFailure::OrganizationDenied
                 | AuthFailure::OrganizationMismatch
                 | AuthFailure::InsufficientScope { .. } => StatusCode::FORBIDDEN,
@@ -179,6 +194,7 @@ impl GateError {
                 StatusCode::BAD_GATEWAY
             }
             GateError::Upstream(UpstreamFailure::Timeout) => StatusCode::GATEWAY_TIMEOUT,
+            GateError::Upstream(UpstreamFailure::Saturated) => StatusCode::SERVICE_UNAVAILABLE,
             GateError::Draining => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -196,7 +212,7 @@ impl GateError {
                 _ => ("temporarily_unavailable", f.reason()),
             },
             GateError::NoRoute => ("not_found", "no route matches this request"),
-            GateError::BadRequest(why) => ("invalid_request", why),
+            GateError::BadRequest(why) => ("bad_request", why),
             GateError::Upstream(UpstreamFailure::Connect) => {
                 ("bad_gateway", "the upstream could not be reached")
             }
@@ -206,6 +222,10 @@ impl GateError {
             GateError::Upstream(UpstreamFailure::Timeout) => {
                 ("gateway_timeout", "the upstream did not answer in time")
             }
+            GateError::Upstream(UpstreamFailure::Saturated) => (
+                "temporarily_unavailable",
+                "the upstream has no free connection",
+            ),
             GateError::Draining => ("temporarily_unavailable", "draining"),
         }
     }
@@ -297,6 +317,7 @@ mod tests {
             AuthFailure::WrongAudience,
             AuthFailure::MissingTokenClaim,
             AuthFailure::MissingOrganization,
+            AuthFailure::UnverifiedEmail,
             AuthFailure::OrganizationDenied,
             AuthFailure::OrganizationMismatch,
             AuthFailure::InsufficientScope { required: vec![] },
@@ -352,6 +373,8 @@ mod tests {
             (GateError::Upstream(Connect), 502),
             (GateError::Upstream(Reset), 502),
             (GateError::Upstream(Timeout), 504),
+            (GateError::Upstream(Saturated), 503),
+            (GateError::Auth(AuthFailure::UnverifiedEmail), 403),
             (GateError::Draining, 503),
         ];
         for (e, status) in cases {

@@ -49,6 +49,8 @@ pub struct Gateway {
 struct Outcome<'r> {
     route: Option<&'r Route>,
     identity: Option<Arc<Identity>>,
+    /// The identity passed every check: only then is its organization counted.
+    authorized: bool,
     upstream: Option<usize>,
 }
 
@@ -112,6 +114,7 @@ impl Gateway {
         let mut outcome = Outcome {
             route: None,
             identity: None,
+            authorized: false,
             upstream: None,
         };
         let result = self
@@ -145,7 +148,12 @@ impl Gateway {
                 .inc();
         }
         let identity = outcome.identity.as_deref();
-        if let Some(org) = identity.and_then(|i| i.organization.as_deref()) {
+        // Refused organizations are never counted, so they cannot use up
+        // the label slots.
+        if let Some(org) = identity
+            .filter(|_| outcome.authorized)
+            .and_then(|i| i.organization.as_deref())
+        {
             self.metrics.count_organization(org);
         }
         let upstream = outcome
@@ -182,20 +190,29 @@ impl Gateway {
             return Err(GateError::Draining);
         }
         let config = &rt.config;
-        let path = req.uri().path();
-        if !routing::path_is_safe(path) {
-            return Err(GateError::BadRequest("the request path is not allowed"));
+        // One canonical path, matched and forwarded alike.
+        let path = routing::canonicalize(req.uri().path())?;
+        if req.headers().get_all(header::AUTHORIZATION).iter().count() > 1 {
+            return Err(GateError::BadRequest(
+                "the request has more than one Authorization header",
+            ));
         }
-        let host = request_host(&req);
+        let host = request_host(&req)?;
 
         // Route.
-        let route = routing::find(&config.routes, host.as_deref(), req.method(), path)
-            .ok_or(GateError::NoRoute)?;
+        let route = routing::find(
+            &config.routes,
+            host.as_deref(),
+            req.method(),
+            path.matched(),
+        )
+        .ok_or(GateError::NoRoute)?;
         outcome.route = Some(route);
+        route.check_parameters(&path)?;
 
         // Authenticate and authorize.
-        let identity = match &route.access {
-            Access::Public => None,
+        let (identity, token) = match &route.access {
+            Access::Public => (None, None),
             Access::Jwt {
                 allow,
                 providers,
@@ -210,7 +227,8 @@ impl Gateway {
                 outcome.identity = Some(identity.clone());
                 authorize(&identity, allow, config.organizations.as_ref())?;
                 check_binding(config, &identity, req.uri().query())?;
-                Some(identity)
+                outcome.authorized = true;
+                (Some(identity), Some(token))
             }
         };
 
@@ -222,15 +240,19 @@ impl Gateway {
 
         // Rewrite.
         let uri = upstream
-            .uri(route.upstream_path(path), req.uri().query())
+            .uri(route.upstream_path(&path), req.uri().query())
             .map_err(|_| GateError::BadRequest("the request target cannot be forwarded"))?;
         let (mut parts, body) = req.into_parts();
         parts.uri = uri;
         parts.version = http::Version::HTTP_11;
+        let forwarded_token = token
+            .as_deref()
+            .filter(|_| config.forwarding.forward_authorization);
         rewrite_request_headers(
             config,
             &mut parts.headers,
             identity.as_deref(),
+            forwarded_token,
             peer,
             self.proto,
             host.as_deref(),
@@ -259,7 +281,7 @@ impl Gateway {
         if let Ok(v) = HeaderValue::from_str(request_id) {
             parts.headers.insert(X_REQUEST_ID, v);
         }
-        Ok(Response::from_parts(parts, body.boxed()))
+        Ok(Response::from_parts(parts, body))
     }
 }
 
@@ -279,21 +301,46 @@ impl Drop for Inflight<'_> {
     }
 }
 
-/// `Host`, or the authority of an absolute-form request.
-fn request_host(req: &Request<Incoming>) -> Option<String> {
-    req.headers()
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| req.uri().authority().map(|a| a.to_string()))
+/// The request's host, read the same way over HTTP/1.1 and HTTP/2: the
+/// URI's authority (HTTP/2 `:authority`, HTTP/1.1 absolute-form), else the
+/// one `Host` header. Two hosts that disagree, or several `Host` headers,
+/// leave the route and the upstream free to read different hosts: 400.
+fn request_host(req: &Request<Incoming>) -> Result<Option<String>, GateError> {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(GateError::BadRequest(
+            "the request has more than one Host header",
+        ));
+    }
+    let host = match host.map(|h| h.to_str()) {
+        Some(Ok(h)) => Some(h),
+        Some(Err(_)) => return Err(GateError::BadRequest("the Host header is not valid")),
+        None => None,
+    };
+    match (req.uri().authority(), host) {
+        (Some(a), _) if a.as_str().contains('@') => Err(GateError::BadRequest(
+            "the request authority must not carry user information",
+        )),
+        (Some(a), Some(h)) if !a.as_str().eq_ignore_ascii_case(h) => Err(GateError::BadRequest(
+            "the Host header disagrees with the request's authority",
+        )),
+        (Some(a), _) => Ok(Some(a.as_str().to_string())),
+        (None, h) => Ok(h.map(str::to_string)),
+    }
 }
 
-/// The caller may not name another organization than the verified one.
+/// The caller may not name another organization than the verified one,
+/// and a token without one cannot pass where the upstream is told the
+/// tenant (APK would fall back to its default organization).
 fn check_binding(
     config: &Config,
     identity: &Identity,
     query: Option<&str>,
 ) -> Result<(), AuthFailure> {
+    if config.binding.header.is_some() && identity.organization.is_none() {
+        return Err(AuthFailure::MissingOrganization);
+    }
     let (Some(param), Some(query)) = (&config.binding.query_param, query) else {
         return Ok(());
     };
@@ -307,27 +354,32 @@ fn check_binding(
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn rewrite_request_headers(
     config: &Config,
     h: &mut http::HeaderMap,
     identity: Option<&Identity>,
+    token: Option<&str>,
     peer: SocketAddr,
     proto: &'static str,
     host: Option<&str>,
     request_id: &str,
 ) {
     headers::strip_hop_by_hop(h);
-    // Identity headers are stripped on every route, public ones included,
-    // so an upstream can trust them whenever they are present.
+    // Identity, tenant and proxy headers are stripped on every route,
+    // public ones included, so an upstream can trust them whenever they
+    // are present.
     let f = &config.forwarding;
-    for name in f.identity_header_names() {
-        h.remove(name);
-    }
-    if let Some(b) = &config.binding.header {
-        h.remove(b);
-    }
-    if !f.forward_authorization {
-        h.remove(header::AUTHORIZATION);
+    headers::strip_spoofable(
+        h,
+        f.identity_header_names()
+            .chain(config.binding.header.as_ref())
+            .chain(std::iter::once(&headers::X_WSO2_ORGANIZATION)),
+    );
+    headers::set_authorization(h, token);
+    headers::join_cookies(h);
+    if let Some(v) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
+        h.insert(header::HOST, v);
     }
     headers::set_forwarded(h, peer.ip(), proto, host);
     if let Ok(v) = HeaderValue::from_str(request_id) {

@@ -34,6 +34,8 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     /// `inflight_requests`.
     pub inflight: IntGauge,
+    /// `connections_refused_total{reason}`.
+    pub connections_refused: IntCounterVec,
     /// `token_cache_hits_total`.
     pub token_cache_hits: IntCounter,
     /// `token_cache_misses_total`.
@@ -74,7 +76,7 @@ impl Metrics {
         )?;
         let upstream_errors = counter_vec(
             "upstream_errors_total",
-            "Upstream failures, by upstream and kind (connect, reset, timeout).",
+            "Upstream failures, by upstream and kind (connect, reset, timeout, saturated).",
             &["upstream", "kind"],
         )?;
         let jwks_fetches = counter_vec(
@@ -86,6 +88,11 @@ impl Metrics {
             "config_reloads_total",
             "Configuration reloads, by result (success, error).",
             &["result"],
+        )?;
+        let connections_refused = counter_vec(
+            "connections_refused_total",
+            "Proxy connections closed at accept by a limit, by reason (max_connections, max_connections_per_client).",
+            &["reason"],
         )?;
         let request_duration = HistogramVec::new(
             HistogramOpts::new(
@@ -135,6 +142,9 @@ impl Metrics {
         for reason in AuthFailure::ALL_REASONS {
             auth_failures.with_label_values(&[reason]);
         }
+        for reason in ["max_connections", "max_connections_per_client"] {
+            connections_refused.with_label_values(&[reason]);
+        }
         for result in ["success", "error"] {
             jwks_fetches.with_label_values(&[result]);
             config_reloads.with_label_values(&[result]);
@@ -151,6 +161,7 @@ impl Metrics {
             jwks_keys,
             config_reloads,
             inflight,
+            connections_refused,
             token_cache_hits,
             token_cache_misses,
             by_organization,

@@ -1,10 +1,16 @@
-//! Accepting connections: optional TLS, HTTP/1.1 (and HTTP/2 where the
-//! client speaks it), connection limits, and draining on shutdown.
+//! Accepting connections: optional TLS, HTTP/1.1 and HTTP/2, connection
+//! limits (overall and per client), timeouts that release silent and idle
+//! connections, and draining on shutdown.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -12,28 +18,59 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio::time::{Instant, Sleep};
 use tokio_rustls::TlsAcceptor;
 
-/// Connections served at once; more wait in the kernel's backlog.
-const MAX_CONNECTIONS: usize = 10_000;
-/// Request heads larger than this are answered 431 by hyper.
-const MAX_HEAD_BYTES: usize = 64 * 1024;
-/// A client must send its request head within this (slowloris guard).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// TLS handshakes must finish within this.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::config::Limits;
+
+/// At most this many concurrent HTTP/2 streams per client connection, so
+/// one connection cannot fan out into unbounded upstream requests.
+const MAX_H2_STREAMS: u32 = 100;
+
+/// How a listener is served.
+pub struct ServeOptions {
+    /// Terminate TLS with this acceptor.
+    pub tls: Option<TlsAcceptor>,
+    /// Timeouts and connection caps.
+    pub limits: Limits,
+    /// Time that open connections get to finish after `shutdown`.
+    pub grace: Duration,
+    /// Counts connections refused by a cap, by `reason`.
+    pub refused: Option<prometheus::IntCounterVec>,
+}
+
+impl ServeOptions {
+    /// Default limits, no TLS, no counter.
+    pub fn plain(grace: Duration) -> ServeOptions {
+        ServeOptions {
+            tls: None,
+            limits: Limits::default(),
+            grace,
+            refused: None,
+        }
+    }
+}
+
+/// Connection lifecycle, as seen by every open connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Serving,
+    /// Finish what is in flight, take nothing new.
+    Draining,
+    /// The grace period is over: close now.
+    Closing,
+}
 
 /// Serves `listener` with `handler` until `shutdown` resolves, then lets
-/// open connections finish for up to `grace`.
+/// open connections finish for up to `options.grace`.
 pub async fn serve<H, F, B>(
     listener: TcpListener,
-    tls: Option<TlsAcceptor>,
+    options: ServeOptions,
     handler: H,
     shutdown: impl Future<Output = ()>,
-    grace: Duration,
 ) where
     H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<B>> + Send + 'static,
@@ -41,26 +78,20 @@ pub async fn serve<H, F, B>(
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .max_buf_size(MAX_HEAD_BYTES);
-    builder.http2().timer(TokioTimer::new());
-    let builder = Arc::new(builder);
-    let graceful = GracefulShutdown::new();
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let limits = options.limits.clone();
+    let builder = Arc::new(connection_builder(&limits));
+    let max = limits.max_connections.min(Semaphore::MAX_PERMITS);
+    let slots = Arc::new(Semaphore::new(max));
+    let clients = Arc::new(ClientCounts::new(limits.max_connections_per_client));
+    let (phase_tx, phase_rx) = watch::channel(Phase::Serving);
+    let refuse = |reason: &'static str| {
+        if let Some(c) = &options.refused {
+            c.with_label_values(&[reason]).inc();
+        }
+    };
     tokio::pin!(shutdown);
 
     loop {
-        let permit = tokio::select! {
-            _ = &mut shutdown => break,
-            p = permits.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
         let (stream, peer) = tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
@@ -73,53 +104,364 @@ pub async fn serve<H, F, B>(
                 }
             },
         };
+        // Refused at once, never queued: a queue of connections nobody
+        // serves is what lets a flood look like a hang.
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            refuse("max_connections");
+            tracing::debug!(%peer, "connection refused: maxConnections reached");
+            continue;
+        };
+        let Some(client) = ClientCounts::enter(&clients, peer.ip()) else {
+            refuse("max_connections_per_client");
+            tracing::debug!(%peer, "connection refused: maxConnectionsPerClient reached");
+            continue;
+        };
         let _ = stream.set_nodelay(true);
+        let conn = Connection {
+            peer,
+            builder: builder.clone(),
+            limits: limits.clone(),
+            phase: phase_rx.clone(),
+        };
         let handler = handler.clone();
-        let service = service_fn(move |req| {
-            let handler = handler.clone();
-            async move { Ok::<_, Infallible>(handler(req, peer).await) }
+        let tls = options.tls.clone();
+        tokio::spawn(async move {
+            conn.run(stream, tls, handler).await;
+            drop(client);
+            drop(permit);
         });
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
-        match tls.clone() {
-            None => {
-                let conn = builder
-                    .serve_connection(TokioIo::new(stream), service)
-                    .into_owned();
-                tokio::spawn(async move {
-                    let _ = watcher.watch(conn).await;
-                    drop(permit);
-                });
-            }
-            Some(acceptor) => {
-                tokio::spawn(async move {
-                    let stream = match tokio::time::timeout(
-                        HANDSHAKE_TIMEOUT,
-                        acceptor.accept(stream),
-                    )
-                    .await
-                    {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => return,
-                    };
-                    let conn = builder
-                        .serve_connection(TokioIo::new(stream), service)
-                        .into_owned();
-                    let _ = watcher.watch(conn).await;
-                    drop(permit);
-                });
-            }
-        }
     }
     drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown())
+    let _ = phase_tx.send(Phase::Draining);
+    let all_closed = slots.acquire_many(max as u32);
+    if tokio::time::timeout(options.grace, all_closed)
         .await
         .is_err()
     {
         tracing::warn!("grace period over; closing the remaining connections");
+        let _ = phase_tx.send(Phase::Closing);
+    }
+}
+
+fn connection_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        // hyper restarts this for every request head, so it also bounds how
+        // long an HTTP/1.1 connection may sit between requests.
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes);
+    let ping = (limits.idle_timeout / 2).clamp(Duration::from_millis(100), Duration::from_secs(30));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(ping))
+        .keep_alive_timeout(ping.min(Duration::from_secs(20)))
+        .max_concurrent_streams(MAX_H2_STREAMS)
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+    builder
+}
+
+/// One accepted connection.
+struct Connection {
+    peer: SocketAddr,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    limits: Limits,
+    phase: watch::Receiver<Phase>,
+}
+
+impl Connection {
+    async fn run<H, F, B>(self, stream: TcpStream, tls: Option<TlsAcceptor>, handler: H)
+    where
+        H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = Response<B>> + Send + 'static,
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let head = Arc::new(AtomicBool::new(false));
+        let deadline = Instant::now() + self.limits.header_read_timeout;
+        let io = HeadDeadline::new(stream, deadline, head.clone());
+        match tls {
+            None => self.drive(io, head, handler).await,
+            Some(acceptor) => {
+                // The head deadline covers the handshake too: a client that
+                // opens TLS and stalls is released on the same clock.
+                match acceptor.accept(io).await {
+                    Ok(tls) => self.drive(tls, head, handler).await,
+                    Err(e) => {
+                        tracing::debug!(peer = %self.peer, error = %e, "TLS handshake failed")
+                    }
+                }
+            }
+        }
+    }
+
+    async fn drive<I, H, F, B>(mut self, io: I, head: Arc<AtomicBool>, handler: H)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = Response<B>> + Send + 'static,
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let activity = Arc::new(Activity::new());
+        let peer = self.peer;
+        let service = {
+            let activity = activity.clone();
+            service_fn(move |req| {
+                head.store(true, Ordering::Relaxed);
+                let busy = activity.enter();
+                let handler = handler.clone();
+                async move {
+                    let resp = handler(req, peer).await;
+                    drop(busy);
+                    Ok::<_, Infallible>(resp)
+                }
+            })
+        };
+        let conn = self
+            .builder
+            .serve_connection_with_upgrades(TokioIo::new(io), service);
+        tokio::pin!(conn);
+        let idle = self.limits.idle_timeout;
+        let mut tick = tokio::time::interval((idle / 4).max(Duration::from_millis(25)));
+        let mut closing = false;
+        loop {
+            tokio::select! {
+                _ = conn.as_mut() => return,
+                _ = tick.tick(), if !closing => {
+                    if activity.idle_for() >= idle {
+                        tracing::debug!(%peer, "closing an idle connection");
+                        conn.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
+                }
+                changed = self.phase.changed() => {
+                    let phase = match changed {
+                        Ok(()) => *self.phase.borrow_and_update(),
+                        Err(_) => Phase::Closing,
+                    };
+                    match phase {
+                        Phase::Serving => {}
+                        Phase::Draining => {
+                            if !closing {
+                                conn.as_mut().graceful_shutdown();
+                                closing = true;
+                            }
+                        }
+                        Phase::Closing => return,
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Whether a connection has a request in flight, and since when it has not.
+struct Activity {
+    started: Instant,
+    inflight: AtomicUsize,
+    /// Milliseconds after `started` at which the last request finished.
+    idle_since: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            started: Instant::now(),
+            inflight: AtomicUsize::new(0),
+            idle_since: AtomicU64::new(0),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    fn enter(self: &Arc<Self>) -> Busy {
+        self.inflight.fetch_add(1, Ordering::AcqRel);
+        Busy(self.clone())
+    }
+
+    fn idle_for(&self) -> Duration {
+        if self.inflight.load(Ordering::Acquire) > 0 {
+            return Duration::ZERO;
+        }
+        let since = self.idle_since.load(Ordering::Acquire);
+        Duration::from_millis(self.now_ms().saturating_sub(since))
+    }
+}
+
+/// A request in flight on a connection. A guard, since hyper drops the
+/// handler's future when the client goes away.
+struct Busy(Arc<Activity>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.idle_since.store(self.0.now_ms(), Ordering::Release);
+        self.0.inflight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Open connections per client address.
+struct ClientCounts {
+    max: usize,
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl ClientCounts {
+    fn new(max: usize) -> ClientCounts {
+        ClientCounts {
+            max,
+            open: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A slot for `ip`, or `None` when it has `max` connections open.
+    fn enter(counts: &Arc<ClientCounts>, ip: IpAddr) -> Option<ClientSlot> {
+        let key = client_key(ip);
+        let mut open = counts.open.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(key).or_insert(0);
+        if *n >= counts.max {
+            return None;
+        }
+        *n += 1;
+        Some(ClientSlot {
+            counts: counts.clone(),
+            key,
+        })
+    }
+}
+
+/// The unit a client is counted by: its IPv4 address, or its IPv6 /64
+/// (one host is routinely given a whole /64, so single addresses are free).
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut s = v6.segments();
+                s[4..].fill(0);
+                IpAddr::V6(s.into())
+            }
+        },
+    }
+}
+
+/// One open connection of a client.
+struct ClientSlot {
+    counts: Arc<ClientCounts>,
+    key: IpAddr,
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut open = self.counts.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// Fails reads once `deadline` passes before the first request head has
+/// arrived: from accept, through the TLS handshake and HTTP version
+/// detection (which have no timeout of their own), to the first request.
+/// hyper's own header timeout takes over for later requests.
+struct HeadDeadline<I> {
+    inner: I,
+    sleep: Option<Pin<Box<Sleep>>>,
+    head: Arc<AtomicBool>,
+}
+
+impl<I> HeadDeadline<I> {
+    fn new(inner: I, deadline: Instant, head: Arc<AtomicBool>) -> Self {
+        HeadDeadline {
+            inner,
+            sleep: Some(Box::pin(tokio::time::sleep_until(deadline))),
+            head,
+        }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for HeadDeadline<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if polled.is_pending() {
+            if this.head.load(Ordering::Relaxed) {
+                this.sleep = None;
+            } else if let Some(sleep) = &mut this.sleep {
+                if sleep.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "no request head within headerReadTimeoutMs",
+                    )));
+                }
+            }
+        }
+        polled
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for HeadDeadline<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clients_are_counted_by_address_and_ipv6_prefix() {
+        let counts = Arc::new(ClientCounts::new(2));
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let one = ClientCounts::enter(&counts, a).unwrap();
+        let _two = ClientCounts::enter(&counts, a).unwrap();
+        assert!(ClientCounts::enter(&counts, a).is_none());
+        assert!(ClientCounts::enter(&counts, "10.0.0.2".parse().unwrap()).is_some());
+        drop(one);
+        assert!(ClientCounts::enter(&counts, a).is_some());
+
+        let v6 = |s: &str| client_key(s.parse().unwrap());
+        assert_eq!(v6("2001:db8::1"), v6("2001:db8::ffff:2"));
+        assert_ne!(v6("2001:db8::1"), v6("2001:db8:0:1::1"));
+        assert_eq!(v6("::ffff:10.0.0.1"), a);
     }
 }

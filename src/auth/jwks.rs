@@ -14,7 +14,7 @@ use url::Url;
 
 use super::fetch::{FetchError, Fetcher};
 use super::keys::{KeySet, KeySetError};
-use crate::config::{JwksSource, ProviderConfig};
+use crate::config::{JwksSource, ProviderConfig, is_secure_or_loopback};
 use crate::metrics::Metrics;
 
 /// Backoff between failed fetches doubles from this…
@@ -37,6 +37,14 @@ pub enum JwksError {
     /// The discovery document is unusable.
     #[error("discovery: {0}")]
     Discovery(String),
+    /// A well-formed document without one key this gateway can use. Taken
+    /// as a failed fetch, so a broken or hostile endpoint cannot wipe the
+    /// last good keys.
+    #[error("the JWKS has no usable signing key ({skipped} skipped)")]
+    NoUsableKeys {
+        /// Entries that were skipped.
+        skipped: usize,
+    },
 }
 
 /// Keys as loaded, with when.
@@ -57,6 +65,7 @@ pub struct Jwks {
     min_refetch: Duration,
     refresh: Duration,
     cache_file: Option<PathBuf>,
+    allow_insecure_http: bool,
     fetcher: Fetcher,
     metrics: Arc<Metrics>,
     current: ArcSwapOption<Loaded>,
@@ -86,6 +95,7 @@ impl Jwks {
             min_refetch: provider.min_refetch_interval,
             refresh: provider.refresh,
             cache_file: provider.cache_file.clone(),
+            allow_insecure_http: provider.allow_insecure_http,
             fetcher,
             metrics,
             current: ArcSwapOption::empty(),
@@ -202,6 +212,11 @@ impl Jwks {
         let url = self.jwks_url().await?;
         let fetched = self.fetcher.get(&url).await?;
         let keys = KeySet::parse(&fetched.body)?;
+        if keys.is_empty() {
+            return Err(JwksError::NoUsableKeys {
+                skipped: keys.skipped,
+            });
+        }
         Ok((fetched.body, keys, fetched.max_age))
     }
 
@@ -214,6 +229,12 @@ impl Jwks {
                 }
                 let doc = self.fetcher.get(doc_url).await?;
                 let url = jwks_uri_from_discovery(&doc.body, &self.issuer)?;
+                if !self.allow_insecure_http && !is_secure_or_loopback(&url) {
+                    return Err(JwksError::Discovery(format!(
+                        "jwks_uri {:?} is plain http:// to a non-loopback host; refusing keys that anyone on the path could replace (allowInsecureHttp opts out)",
+                        url.as_str()
+                    )));
+                }
                 self.discovered.store(Some(Arc::new(url.clone())));
                 Ok(url)
             }

@@ -36,9 +36,9 @@ impl Provider {
     pub fn new(config: ProviderConfig, jwks: Arc<Jwks>) -> Provider {
         let hmac = config
             .client_secret
-            .as_deref()
+            .as_ref()
             .filter(|s| !s.is_empty())
-            .and_then(|s| DecodingKey::from_secret(s).ok());
+            .and_then(|s| DecodingKey::from_secret(s.expose()).ok());
         Provider { config, jwks, hmac }
     }
 }
@@ -187,6 +187,25 @@ fn check_audience(claims: &Map<String, Value>, accepted: &[String]) -> Result<()
     }
 }
 
+/// An `email` identity must be one the provider verified: anyone can sign
+/// up with an address they do not own. Only an explicit `false` refuses
+/// (access tokens often carry no `email_verified` at all).
+fn check_email_verified(
+    claims: &Map<String, Value>,
+    config: &ProviderConfig,
+) -> Result<(), AuthFailure> {
+    if config.username_claim != "email" || config.allow_unverified_email {
+        return Ok(());
+    }
+    match claims.get("email_verified") {
+        Some(Value::Bool(false)) => Err(AuthFailure::UnverifiedEmail),
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => {
+            Err(AuthFailure::UnverifiedEmail)
+        }
+        _ => Ok(()),
+    }
+}
+
 /// The providers of one configuration.
 pub struct Verifier {
     providers: Vec<Provider>,
@@ -240,6 +259,7 @@ impl Verifier {
         let generation = verify_signature(provider, &parts).await?;
         let window = check_times(&parts.claims, now, provider.config.clock_skew.as_secs())?;
         check_audience(&parts.claims, &provider.config.audiences)?;
+        check_email_verified(&parts.claims, &provider.config)?;
         let identity = Identity::from_claims(index, &provider.config, parts.claims);
         Ok(Verified {
             identity: Arc::new(identity),

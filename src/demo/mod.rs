@@ -39,10 +39,9 @@ where
 {
     crate::server::serve(
         listener,
-        None,
+        crate::server::ServeOptions::plain(SHUTDOWN_GRACE),
         move |req, _peer| handler(req),
         shutdown,
-        SHUTDOWN_GRACE,
     )
     .await;
     Ok(())

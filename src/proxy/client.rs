@@ -1,13 +1,18 @@
 //! One pooled client per upstream, with its timeouts.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{Request, Response, Uri};
+use http_body_util::BodyExt;
+use http_body_util::combinators::BoxBody;
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use tokio::sync::Semaphore;
 
 use crate::config::UpstreamConfig;
 use crate::error::UpstreamFailure;
@@ -15,6 +20,9 @@ use crate::tls::{TlsError, https_connector};
 
 /// The body type sent upstream: the client's body, streamed as it comes.
 pub type UpstreamBody = Incoming;
+
+/// A response body streamed back from an upstream.
+pub type ResponseBody = BoxBody<Bytes, hyper::Error>;
 
 /// A ready upstream.
 pub struct Upstream {
@@ -24,6 +32,9 @@ pub struct Upstream {
     /// `scheme://authority` and the base path without a trailing slash.
     origin: String,
     base_path: String,
+    /// One permit per request in flight, held until its response body is
+    /// done, so `maxConnections` bounds what one upstream is asked to carry.
+    slots: Arc<Semaphore>,
 }
 
 impl Upstream {
@@ -41,11 +52,13 @@ impl Upstream {
             &url[url::Position::BeforeHost..url::Position::AfterPort]
         );
         let base_path = url.path().trim_end_matches('/').to_string();
+        let slots = Arc::new(Semaphore::new(config.max_connections));
         Ok(Upstream {
             config,
             client,
             origin,
             base_path,
+            slots,
         })
     }
 
@@ -64,13 +77,25 @@ impl Upstream {
     }
 
     /// Sends the request; the timeout covers the time to response headers.
+    /// Refused at once when `maxConnections` requests are already in flight.
     pub async fn send(
         &self,
         req: Request<UpstreamBody>,
-    ) -> Result<Response<Incoming>, UpstreamFailure> {
+    ) -> Result<Response<ResponseBody>, UpstreamFailure> {
+        let permit = self
+            .slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| UpstreamFailure::Saturated)?;
         match tokio::time::timeout(self.config.request_timeout, self.client.request(req)).await {
             Err(_) => Err(UpstreamFailure::Timeout),
-            Ok(Ok(resp)) => Ok(resp),
+            Ok(Ok(resp)) => Ok(resp.map(|body| {
+                body.map_frame(move |frame| {
+                    let _held = &permit;
+                    frame
+                })
+                .boxed()
+            })),
             Ok(Err(e)) if e.is_connect() => {
                 tracing::debug!(upstream = %self.config.name, error = %e, "upstream connect failed");
                 Err(if is_timeout(&e) {

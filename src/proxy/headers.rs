@@ -13,6 +13,23 @@ pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 /// `X-Forwarded-Host`.
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// APK's organization header: stripped from every request even when
+/// `organizationBinding` is not configured, since APK acts on it.
+pub const X_WSO2_ORGANIZATION: HeaderName = HeaderName::from_static("x-wso2-organization");
+
+/// Headers through which a client could pose as a proxy hop or rewrite
+/// what the upstream routes on (any `X-Forwarded-*` is added by prefix).
+const SPOOFABLE: [&str; 9] = [
+    "forwarded",
+    "x-real-ip",
+    "x-client-ip",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-host",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
 
 const HOP_BY_HOP: [&str; 9] = [
     "connection",
@@ -64,34 +81,78 @@ pub fn request_id(headers: &HeaderMap) -> String {
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
 }
 
-/// Appends the client to `X-Forwarded-For` and sets `X-Forwarded-Proto`
-/// and `X-Forwarded-Host` (the latter two are overwritten: only the
-/// gateway knows them for this hop).
+/// Removes every header a client could forge to speak for the gateway:
+/// the spoofable proxy headers, any `X-Forwarded-*`, the `protected` ones
+/// (identity and tenant headers), and the `_` spelling of each, which CGI
+/// and WSGI servers merge with the `-` one.
+pub fn strip_spoofable<'a>(
+    headers: &mut HeaderMap,
+    protected: impl Iterator<Item = &'a HeaderName> + Clone,
+) {
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| {
+            let raw = name.as_str();
+            let dashed;
+            let n = if raw.contains('_') {
+                dashed = raw.replace('_', "-");
+                dashed.as_str()
+            } else {
+                raw
+            };
+            n.starts_with("x-forwarded-")
+                || SPOOFABLE.contains(&n)
+                || protected.clone().any(|p| p.as_str() == n)
+        })
+        .cloned()
+        .collect();
+    for name in doomed {
+        headers.remove(name);
+    }
+}
+
+/// Sets `X-Forwarded-For`, `-Proto` and `-Host` from what the gateway saw
+/// on this hop. Whatever the client sent in them was removed before: a
+/// sidecar has no trusted proxy in front whose word it could take.
 pub fn set_forwarded(
     headers: &mut HeaderMap,
     client: IpAddr,
     proto: &'static str,
     host: Option<&str>,
 ) {
-    let prior: Vec<String> = headers
-        .get_all(X_FORWARDED_FOR)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .map(str::to_string)
-        .collect();
-    let mut xff = prior.join(", ");
-    if !xff.is_empty() {
-        xff.push_str(", ");
-    }
-    xff.push_str(&client.to_string());
-    headers.remove(X_FORWARDED_FOR);
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    if let Ok(v) = HeaderValue::from_str(&client.to_string()) {
         headers.insert(X_FORWARDED_FOR, v);
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     headers.remove(X_FORWARDED_HOST);
     if let Some(v) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
         headers.insert(X_FORWARDED_HOST, v);
+    }
+}
+
+/// Only the verified credential goes upstream: exactly `Bearer <token>`
+/// when `token` is given, no `Authorization` at all otherwise.
+pub fn set_authorization(headers: &mut HeaderMap, token: Option<&str>) {
+    headers.remove(header::AUTHORIZATION);
+    if let Some(v) = token.and_then(|t| HeaderValue::from_str(&format!("Bearer {t}")).ok()) {
+        headers.insert(header::AUTHORIZATION, v);
+    }
+}
+
+/// Joins several `Cookie` fields into one (RFC 9113 §8.2.3): HTTP/2
+/// clients split cookies, and HTTP/1.1 upstreams expect a single field.
+pub fn join_cookies(headers: &mut HeaderMap) {
+    let mut all = headers.get_all(header::COOKIE).iter();
+    let (Some(first), Some(_)) = (all.next(), all.next()) else {
+        return;
+    };
+    let mut joined = first.as_bytes().to_vec();
+    for v in headers.get_all(header::COOKIE).iter().skip(1) {
+        joined.extend_from_slice(b"; ");
+        joined.extend_from_slice(v.as_bytes());
+    }
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, v);
     }
 }
 
@@ -126,9 +187,47 @@ mod tests {
     }
 
     #[test]
+    fn spoofable_headers_and_their_underscore_spellings_go() {
+        let mut h = HeaderMap::new();
+        for name in [
+            "forwarded",
+            "x-real-ip",
+            "x-forwarded-port",
+            "x-forwarded-prefix",
+            "x_forwarded_user",
+            "x-original-url",
+            "x-rewrite-url",
+            "x-http-method-override",
+            "x-tenant",
+            "x_tenant",
+            "x-kept",
+            "x_kept",
+        ] {
+            h.insert(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_static("1"),
+            );
+        }
+        let tenant = HeaderName::from_static("x-tenant");
+        strip_spoofable(&mut h, [&tenant].into_iter());
+        let mut left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        left.sort();
+        assert_eq!(left, ["x-kept", "x_kept"]);
+    }
+
+    #[test]
+    fn cookies_are_joined() {
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_static("a=1"));
+        h.append(header::COOKIE, HeaderValue::from_static("b=2"));
+        join_cookies(&mut h);
+        assert_eq!(h.get_all(header::COOKIE).iter().count(), 1);
+        assert_eq!(h[header::COOKIE], "a=1; b=2");
+    }
+
+    #[test]
     fn forwarded_headers() {
         let mut h = HeaderMap::new();
-        h.insert(X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
         h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
         set_forwarded(
             &mut h,
@@ -136,7 +235,7 @@ mod tests {
             "http",
             Some("api.example.com"),
         );
-        assert_eq!(h[X_FORWARDED_FOR], "10.0.0.1, 127.0.0.1");
+        assert_eq!(h[X_FORWARDED_FOR], "127.0.0.1");
         assert_eq!(h[X_FORWARDED_PROTO], "http");
         assert_eq!(h[X_FORWARDED_HOST], "api.example.com");
     }
