@@ -1,5 +1,5 @@
-//! Wiring: a validated [`Config`] becomes listening servers, background
-//! JWKS refreshers and a shutdown sequence.
+//! Wiring: a validated [`Config`] becomes listening servers, a reloader
+//! and a shutdown sequence.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,13 +8,16 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::auth::fetch::Fetcher;
-use crate::auth::jwks::Jwks;
-use crate::auth::{CachingVerifier, Provider, Verifier};
+use std::path::PathBuf;
+
+use arc_swap::ArcSwap;
+
+use crate::auth::cache::TokenCache;
 use crate::config::Config;
-use crate::gateway::{Gateway, Runtime};
+use crate::gateway::Gateway;
 use crate::metrics::Metrics;
-use crate::proxy::Upstream;
+use crate::reload::{ReloadError, Reloader};
+use crate::snapshot::Snapshot;
 use crate::{admin, server, tls};
 
 /// Why the gateway could not start.
@@ -37,45 +40,6 @@ pub enum StartError {
     Metrics(#[from] prometheus::Error),
 }
 
-/// Builds the request-time state of a config. JWKS are created empty (or
-/// from their cache files); refreshers are the caller's to spawn.
-pub fn build_runtime(
-    config: Config,
-    metrics: &Arc<Metrics>,
-) -> Result<(Runtime, Vec<Arc<Jwks>>), StartError> {
-    let mut providers = Vec::new();
-    let mut jwks_list = Vec::new();
-    for p in &config.providers {
-        let fetcher = Fetcher::new(p.ca_file.as_deref())?;
-        metrics.jwks_keys.with_label_values(&[&p.issuer]).set(0);
-        let jwks = Arc::new(Jwks::new(p, fetcher, metrics.clone()));
-        jwks_list.push(jwks.clone());
-        providers.push(Provider::new(p.clone(), jwks));
-    }
-    let upstreams = config
-        .upstreams
-        .iter()
-        .map(|u| {
-            for kind in ["connect", "reset", "timeout", "saturated"] {
-                metrics.upstream_errors.with_label_values(&[&u.name, kind]);
-            }
-            Upstream::new(u.clone())
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    for r in &config.routes {
-        metrics.request_duration.with_label_values(&[&r.name]);
-    }
-    let verifier = CachingVerifier::new(Verifier::new(providers), metrics.clone());
-    Ok((
-        Runtime {
-            config,
-            verifier,
-            upstreams,
-        },
-        jwks_list,
-    ))
-}
-
 /// A running gateway.
 pub struct Running {
     /// Where the proxy listens.
@@ -86,9 +50,9 @@ pub struct Running {
     pub gateway: Arc<Gateway>,
     /// The metrics.
     pub metrics: Arc<Metrics>,
+    reloader: Option<Arc<Reloader>>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
-    refreshers: Vec<JoinHandle<()>>,
 }
 
 impl Running {
@@ -99,26 +63,51 @@ impl Running {
         let _ = self.shutdown.send(true);
     }
 
+    /// Reloads the config file now, as SIGHUP does. Fails when the gateway
+    /// was started without a file, or when the file is refused.
+    pub async fn reload(&self) -> Result<(), ReloadError> {
+        match &self.reloader {
+            Some(r) => r.reload().await,
+            None => Err(ReloadError::KeysUnavailable(
+                "started without a config file".into(),
+            )),
+        }
+    }
+
     /// Waits until both servers have stopped.
     pub async fn wait(self) {
         for t in self.tasks {
             let _ = t.await;
         }
-        for r in self.refreshers {
-            r.abort();
-        }
     }
 }
 
-/// Binds the listeners and starts serving `config`.
+/// Binds the listeners and starts serving `config`. No reloads.
 pub async fn start(config: Config) -> Result<Running, StartError> {
+    start_with(config, None, None).await
+}
+
+/// Binds the listeners and serves `config`, read from `path`: reloaded on
+/// `sighup` and when the file (or its TLS files) change.
+pub async fn start_watching(
+    config: Config,
+    path: PathBuf,
+    sighup: Option<tokio::signal::unix::Signal>,
+) -> Result<Running, StartError> {
+    start_with(config, Some(path), sighup).await
+}
+
+async fn start_with(
+    config: Config,
+    path: Option<PathBuf>,
+    sighup: Option<tokio::signal::unix::Signal>,
+) -> Result<Running, StartError> {
     tls::install_crypto_provider();
     let metrics = Arc::new(Metrics::new(config.organization_label)?);
     let acceptor = match &config.tls {
-        Some(t) => Some(tokio_rustls::TlsAcceptor::from(tls::server_config(
-            &t.cert_file,
-            &t.key_file,
-        )?)),
+        Some(t) => Some(Arc::new(ArcSwap::from_pointee(
+            tokio_rustls::TlsAcceptor::from(tls::server_config(&t.cert_file, &t.key_file)?),
+        ))),
         None => None,
     };
     let bind = |addr: SocketAddr| async move {
@@ -151,9 +140,24 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         );
     }
 
-    let (runtime, jwks) = build_runtime(config, &metrics)?;
-    let refreshers = jwks.into_iter().map(|j| tokio::spawn(j.run())).collect();
-    let gateway = Arc::new(Gateway::new(runtime, metrics.clone(), tls_on));
+    let tokens = Arc::new(TokenCache::default());
+    let snapshot = Snapshot::build(config, &metrics, &tokens, None)?;
+    metrics.config_last_reload_success.set(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64()),
+    );
+    let gateway = Arc::new(Gateway::new(snapshot, metrics.clone(), tls_on));
+    let reloader = path.map(|path| {
+        Arc::new(Reloader::new(
+            path,
+            gateway.clone(),
+            metrics.clone(),
+            tokens,
+            acceptor.clone(),
+        ))
+    });
+    let reload_task = reloader.clone().map(|r| tokio::spawn(r.run(sighup)));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -163,7 +167,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let proxy = tokio::spawn(server::serve(
         proxy_listener,
         server::ServeOptions {
-            tls: acceptor,
+            tls: acceptor.clone(),
             limits,
             grace,
             refused: Some(metrics.connections_refused.clone()),
@@ -188,6 +192,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     ));
     let sequence = tokio::spawn(async move {
         let _ = proxy.await;
+        // Draining: no more reloads, and nothing keeps refreshing keys.
+        if let Some(t) = reload_task {
+            t.abort();
+        }
         let _ = admin_stop_tx.send(true);
         let _ = admin.await;
     });
@@ -197,15 +205,20 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         admin_addr,
         gateway,
         metrics,
+        reloader,
         shutdown: shutdown_tx,
         tasks: vec![sequence],
-        refreshers,
     })
 }
 
-/// Serves `config` until SIGTERM or SIGINT, then drains and returns.
-pub async fn run(config: Config) -> Result<(), StartError> {
-    let running = start(config).await?;
+/// Serves `config`, read from `path`, until SIGTERM or SIGINT, then drains
+/// and returns. SIGHUP and changes of the file reload it.
+pub async fn run(
+    config: Config,
+    path: PathBuf,
+    sighup: Option<tokio::signal::unix::Signal>,
+) -> Result<(), StartError> {
+    let running = start_watching(config, path, sighup).await?;
     wait_for_signal().await;
     tracing::info!("shutting down: draining in-flight requests");
     running.shutdown();

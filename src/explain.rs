@@ -3,17 +3,19 @@
 //! never printed.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use http::Method;
 use serde_json::{Map, Value};
 
-use crate::app::build_runtime;
 use crate::auth::authorize;
+use crate::auth::cache::TokenCache;
 use crate::auth::verify::{decode_json, now_secs};
 use crate::config::Config;
 use crate::error::GateError;
 use crate::metrics::Metrics;
 use crate::routing::{self, Access};
+use crate::snapshot::Snapshot;
 
 /// The request to explain.
 pub struct ExplainRequest<'a> {
@@ -112,13 +114,20 @@ async fn walk(config: Config, req: &ExplainRequest<'_>, out: &mut String) -> Res
             return Err(crate::error::AuthFailure::JwksUnavailable.into());
         }
     };
-    let (runtime, jwks) = match build_runtime(config, &metrics) {
+    let runtime = match Snapshot::build(config, &metrics, &Arc::new(TokenCache::default()), None) {
         Ok(built) => built,
         Err(e) => {
             let _ = writeln!(out, "setup: {e}");
             return Err(crate::error::AuthFailure::JwksUnavailable.into());
         }
     };
+    let jwks: Vec<_> = runtime
+        .verifier
+        .inner()
+        .providers()
+        .iter()
+        .map(|p| p.jwks.clone())
+        .collect();
     for j in &jwks {
         match j.refresh().await {
             Ok(_) => {

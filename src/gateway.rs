@@ -1,7 +1,7 @@
 //! The request path, as a readable sequence of phases:
 //! route → authenticate → authorize → choose upstream → rewrite → forward →
-//! record. Each request runs on the [`Runtime`] it started with, so a
-//! config swap never changes a request half-way.
+//! record. Each request runs on the [`Snapshot`] it started with, so a
+//! reload never changes a request half-way.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,30 +16,20 @@ use http_body_util::BodyExt;
 use http_body_util::combinators::BoxBody;
 use hyper::body::Incoming;
 
-use crate::auth::{CachingVerifier, Identity, authorize, token, verify::now_secs};
+use crate::auth::{Identity, authorize, token, verify::now_secs};
 use crate::config::Config;
 use crate::error::{AuthFailure, GateError};
 use crate::metrics::{Metrics, method_label};
-use crate::proxy::Upstream;
 use crate::proxy::headers::{self, X_REQUEST_ID};
 use crate::routing::{self, Access, Route};
+use crate::snapshot::Snapshot;
 
 /// The response body the gateway returns.
 pub type Body = BoxBody<Bytes, hyper::Error>;
 
-/// Everything one configuration needs at request time.
-pub struct Runtime {
-    /// The validated config.
-    pub config: Config,
-    /// Token verification.
-    pub verifier: CachingVerifier,
-    /// Upstreams, indexed like `config.upstreams`.
-    pub upstreams: Vec<Upstream>,
-}
-
 /// The proxy's request handler.
 pub struct Gateway {
-    runtime: ArcSwap<Runtime>,
+    snapshot: ArcSwap<Snapshot>,
     metrics: Arc<Metrics>,
     draining: AtomicBool,
     proto: &'static str,
@@ -55,24 +45,24 @@ struct Outcome<'r> {
 }
 
 impl Gateway {
-    /// A gateway serving `runtime`; `tls` says what `X-Forwarded-Proto` is.
-    pub fn new(runtime: Runtime, metrics: Arc<Metrics>, tls: bool) -> Gateway {
+    /// A gateway serving `snapshot`; `tls` says what `X-Forwarded-Proto` is.
+    pub fn new(snapshot: Snapshot, metrics: Arc<Metrics>, tls: bool) -> Gateway {
         Gateway {
-            runtime: ArcSwap::from_pointee(runtime),
+            snapshot: ArcSwap::from_pointee(snapshot),
             metrics,
             draining: AtomicBool::new(false),
             proto: if tls { "https" } else { "http" },
         }
     }
 
-    /// The runtime new requests use.
-    pub fn runtime(&self) -> Arc<Runtime> {
-        self.runtime.load_full()
+    /// The snapshot new requests use.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
     }
 
-    /// Swaps in a new runtime; requests in flight keep the old one.
-    pub fn swap(&self, runtime: Runtime) {
-        self.runtime.store(Arc::new(runtime));
+    /// Installs a new snapshot; requests in flight finish on the old one.
+    pub fn swap(&self, snapshot: Arc<Snapshot>) {
+        self.snapshot.store(snapshot);
     }
 
     /// Stops taking new requests (they get 503) and reports not-ready.
@@ -91,13 +81,7 @@ impl Gateway {
         if self.is_draining() {
             return Err("draining".into());
         }
-        let rt = self.runtime.load();
-        for p in rt.verifier.inner().providers() {
-            if !p.jwks.is_ready() {
-                return Err(format!("JWKS of issuer {} not loaded", p.config.issuer));
-            }
-        }
-        Ok(())
+        self.snapshot.load().readiness()
     }
 
     /// Handles one request from `peer`.
@@ -106,7 +90,7 @@ impl Gateway {
         // A guard, not a pair of calls: hyper drops this future when the
         // client goes away, and the gauge must come down then too.
         let _inflight = Inflight::enter(&self.metrics.inflight);
-        let rt = self.runtime.load_full();
+        let snap = self.snapshot.load_full();
         let request_id = headers::request_id(req.headers());
         let method = req.method().clone();
         let path = req.uri().path().to_string();
@@ -118,7 +102,7 @@ impl Gateway {
             upstream: None,
         };
         let result = self
-            .process(&rt, req, peer, &request_id, &mut outcome)
+            .process(&snap, req, peer, &request_id, &mut outcome)
             .await;
         let (response, error) = match result {
             Ok(resp) => (resp, None),
@@ -158,7 +142,7 @@ impl Gateway {
         }
         let upstream = outcome
             .upstream
-            .and_then(|i| rt.upstreams.get(i))
+            .and_then(|i| snap.upstreams.get(i))
             .map(|u| u.config.name.as_str());
         tracing::info!(
             target: "access",
@@ -180,7 +164,7 @@ impl Gateway {
 
     async fn process<'r>(
         &self,
-        rt: &'r Runtime,
+        snap: &'r Snapshot,
         req: Request<Incoming>,
         peer: SocketAddr,
         request_id: &str,
@@ -189,7 +173,7 @@ impl Gateway {
         if self.is_draining() {
             return Err(GateError::Draining);
         }
-        let config = &rt.config;
+        let config = &snap.config;
         // One canonical path, matched and forwarded alike.
         let path = routing::canonicalize(req.uri().path())?;
         if req.headers().get_all(header::AUTHORIZATION).iter().count() > 1 {
@@ -220,7 +204,7 @@ impl Gateway {
             } => {
                 let token = token::extract(token_sources, req.headers(), req.uri().query())
                     .ok_or(AuthFailure::MissingToken)?;
-                let identity = rt
+                let identity = snap
                     .verifier
                     .verify(&token, providers.as_deref(), now_secs())
                     .await?;
@@ -236,7 +220,10 @@ impl Gateway {
         let upstream_index =
             route.upstream_for(identity.as_ref().and_then(|i| i.organization.as_deref()));
         outcome.upstream = Some(upstream_index);
-        let upstream = rt.upstreams.get(upstream_index).ok_or(GateError::NoRoute)?;
+        let upstream = snap
+            .upstreams
+            .get(upstream_index)
+            .ok_or(GateError::NoRoute)?;
 
         // Rewrite.
         let uri = upstream

@@ -17,9 +17,11 @@ pub mod gateway;
 pub mod logging;
 pub mod metrics;
 pub mod proxy;
+pub mod reload;
 pub mod routing;
 pub mod secret;
 pub mod server;
+pub mod snapshot;
 pub mod tls;
 
 /// Version, commit and features, for `idp-gate version` and logs.

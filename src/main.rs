@@ -201,13 +201,6 @@ fn main() -> ExitCode {
         } => explain_main(&config, token.as_deref(), &method, &path, host.as_deref()),
         Command::Run { config } => {
             logging::init(cli.log_format);
-            let config = match Config::load(&config) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("idp-gate: invalid config: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
             serve(config)
         }
     }
@@ -313,22 +306,34 @@ fn explain_main(
     }
 }
 
-fn serve(config: Config) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+fn serve(path: PathBuf) -> ExitCode {
+    let runtime = match tokio_runtime() {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("idp-gate: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
-    match runtime.block_on(idp_gate::app::run(config)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("idp-gate: {e}");
-            ExitCode::FAILURE
+    runtime.block_on(async {
+        // Taken before anything else: SIGHUP's default action ends the
+        // process, and a reload signal sent during start-up must not.
+        let sighup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                eprintln!("idp-gate: cannot handle SIGHUP ({e}); reload by editing the file");
+                None
+            }
+        };
+        let config = match Config::load(&path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("idp-gate: invalid config: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        match idp_gate::app::run(config, path, sighup).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("idp-gate: {e}");
+                ExitCode::FAILURE
+            }
         }
-    }
+    })
 }

@@ -4,8 +4,8 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 use crate::error::AuthFailure;
@@ -30,8 +30,11 @@ pub struct Metrics {
     pub jwks_fetches: IntCounterVec,
     /// `jwks_keys{issuer}`.
     pub jwks_keys: IntGaugeVec,
-    /// `config_reloads_total{result}`.
+    /// `config_reloads_total{result}` (`ok`, `error`).
     pub config_reloads: IntCounterVec,
+    /// `config_last_reload_success_timestamp_seconds`: the start, then each
+    /// successful reload.
+    pub config_last_reload_success: Gauge,
     /// `inflight_requests`.
     pub inflight: IntGauge,
     /// `connections_refused_total{reason}`.
@@ -86,7 +89,7 @@ impl Metrics {
         )?;
         let config_reloads = counter_vec(
             "config_reloads_total",
-            "Configuration reloads, by result (success, error).",
+            "Configuration reloads, by result (ok, error).",
             &["result"],
         )?;
         let connections_refused = counter_vec(
@@ -147,8 +150,15 @@ impl Metrics {
         }
         for result in ["success", "error"] {
             jwks_fetches.with_label_values(&[result]);
+        }
+        for result in ["ok", "error"] {
             config_reloads.with_label_values(&[result]);
         }
+        let config_last_reload_success = Gauge::with_opts(opts(
+            "config_last_reload_success_timestamp_seconds",
+            "When the configuration in use was loaded (start or last successful reload), in Unix seconds.",
+        ))?;
+        registry.register(Box::new(config_last_reload_success.clone()))?;
 
         Ok(Metrics {
             registry,
@@ -160,6 +170,7 @@ impl Metrics {
             jwks_fetches,
             jwks_keys,
             config_reloads,
+            config_last_reload_success,
             inflight,
             connections_refused,
             token_cache_hits,

@@ -25,6 +25,7 @@ use tokio::time::{Instant, Sleep};
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::Limits;
+use crate::reload::TlsSwap;
 
 /// At most this many concurrent HTTP/2 streams per client connection, so
 /// one connection cannot fan out into unbounded upstream requests.
@@ -32,8 +33,9 @@ const MAX_H2_STREAMS: u32 = 100;
 
 /// How a listener is served.
 pub struct ServeOptions {
-    /// Terminate TLS with this acceptor.
-    pub tls: Option<TlsAcceptor>,
+    /// Terminate TLS with the acceptor in here at the time of each
+    /// connection (a reload can replace it).
+    pub tls: Option<TlsSwap>,
     /// Timeouts and connection caps.
     pub limits: Limits,
     /// Time that open connections get to finish after `shutdown`.
@@ -124,7 +126,7 @@ pub async fn serve<H, F, B>(
             phase: phase_rx.clone(),
         };
         let handler = handler.clone();
-        let tls = options.tls.clone();
+        let tls = options.tls.as_ref().map(|t| t.load_full());
         tokio::spawn(async move {
             conn.run(stream, tls, handler).await;
             drop(client);
@@ -172,7 +174,7 @@ struct Connection {
 }
 
 impl Connection {
-    async fn run<H, F, B>(self, stream: TcpStream, tls: Option<TlsAcceptor>, handler: H)
+    async fn run<H, F, B>(self, stream: TcpStream, tls: Option<Arc<TlsAcceptor>>, handler: H)
     where
         H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
         F: Future<Output = Response<B>> + Send + 'static,

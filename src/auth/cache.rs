@@ -2,6 +2,10 @@
 //! skips signature verification, but its time window, its provider and its
 //! key-set generation are re-checked on every hit, so a rotated-out key or
 //! an expired token is never served from the cache.
+//!
+//! One [`TokenCache`] outlives configurations: entries name their provider
+//! by id, so a reload that keeps a provider keeps its verdicts, and one
+//! that changes or removes it makes them misses.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -17,23 +21,30 @@ const CAPACITY: usize = 10_000;
 
 struct Entry {
     identity: Arc<Identity>,
+    provider: u64,
     window: TimeWindow,
     generation: Option<u64>,
 }
 
-/// A [`Verifier`] with a cache of verdicts, keyed by the token's SHA-256.
+/// Verdicts by the token's SHA-256.
+#[derive(Default)]
+pub struct TokenCache {
+    entries: Mutex<HashMap<[u8; 32], Entry>>,
+}
+
+/// A [`Verifier`] with a cache of verdicts.
 pub struct CachingVerifier {
     inner: Verifier,
-    entries: Mutex<HashMap<[u8; 32], Entry>>,
+    cache: Arc<TokenCache>,
     metrics: Arc<Metrics>,
 }
 
 impl CachingVerifier {
-    /// Wraps `inner`.
-    pub fn new(inner: Verifier, metrics: Arc<Metrics>) -> Self {
+    /// Wraps `inner`, caching verdicts in `cache`.
+    pub fn new(inner: Verifier, cache: Arc<TokenCache>, metrics: Arc<Metrics>) -> Self {
         CachingVerifier {
             inner,
-            entries: Mutex::new(HashMap::new()),
+            cache,
             metrics,
         }
     }
@@ -58,7 +69,7 @@ impl CachingVerifier {
         self.metrics.token_cache_misses.inc();
         let verified = self.inner.verify(token, allowed, now).await?;
         let identity = verified.identity.clone();
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let mut entries = self.cache.entries.lock().unwrap_or_else(|e| e.into_inner());
         if entries.len() >= CAPACITY {
             entries.clear();
         }
@@ -66,6 +77,7 @@ impl CachingVerifier {
             key,
             Entry {
                 identity: verified.identity,
+                provider: verified.provider,
                 window: verified.window,
                 generation: verified.generation,
             },
@@ -79,9 +91,13 @@ impl CachingVerifier {
         allowed: Option<&[usize]>,
         now: u64,
     ) -> Option<Result<Arc<Identity>, AuthFailure>> {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let mut entries = self.cache.entries.lock().unwrap_or_else(|e| e.into_inner());
         let entry = entries.get(key)?;
-        let provider = entry.identity.provider;
+        let Some(provider) = self.inner.index_of(entry.provider) else {
+            // Verified by a provider this configuration no longer has.
+            entries.remove(key);
+            return None;
+        };
         let stale = entry.generation.is_some()
             && entry.generation != self.inner.current_generation(provider);
         if stale || entry.window.check(now).is_err() {

@@ -12,8 +12,6 @@ use crate::routing::{Allow, Organizations};
 /// Who a verified token speaks for.
 #[derive(Debug, Clone)]
 pub struct Identity {
-    /// Index of the provider that issued it.
-    pub provider: usize,
     /// `sub`.
     pub subject: Option<String>,
     /// The configured username claim.
@@ -30,11 +28,7 @@ pub struct Identity {
 
 impl Identity {
     /// Reads the identity out of verified claims.
-    pub fn from_claims(
-        provider: usize,
-        config: &ProviderConfig,
-        claims: Map<String, Value>,
-    ) -> Identity {
+    pub fn from_claims(config: &ProviderConfig, claims: Map<String, Value>) -> Identity {
         let string = |name: &str| claims.get(name).and_then(Value::as_str).map(str::to_string);
         let mut scopes: Vec<String> = Vec::new();
         if let Some(Value::String(s)) = claims.get("scope") {
@@ -46,7 +40,6 @@ impl Identity {
         scopes.sort();
         scopes.dedup();
         Identity {
-            provider,
             subject: string("sub"),
             username: string(&config.username_claim),
             organization: string(&config.organization_claim).filter(|o| !o.is_empty()),
@@ -143,7 +136,7 @@ mod tests {
             &|_| None,
         )
         .unwrap();
-        Identity::from_claims(0, &config.providers[0], claims.as_object().unwrap().clone())
+        Identity::from_claims(&config.providers[0], claims.as_object().unwrap().clone())
     }
 
     fn allow(orgs: Option<&[&str]>, scopes: &[&str]) -> Allow {

@@ -47,6 +47,23 @@ pub enum JwksError {
     },
 }
 
+/// A JWKS's background refresh loop, stopped when this is dropped: a
+/// provider removed by a reload stops polling its endpoint.
+pub struct RefreshTask(tokio::task::JoinHandle<()>);
+
+impl RefreshTask {
+    /// Starts [`Jwks::run`] for `jwks`.
+    pub fn spawn(jwks: Arc<Jwks>) -> RefreshTask {
+        RefreshTask(tokio::spawn(jwks.run()))
+    }
+}
+
+impl Drop for RefreshTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Keys as loaded, with when.
 pub struct Loaded {
     /// The keys.

@@ -7,6 +7,7 @@
 //! a string or an array with any-of semantics.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
@@ -15,7 +16,7 @@ use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
 use serde_json::{Map, Value};
 
 use super::claims::Identity;
-use super::jwks::Jwks;
+use super::jwks::{Jwks, RefreshTask};
 use crate::config::ProviderConfig;
 use crate::error::AuthFailure;
 
@@ -24,22 +25,44 @@ const MAX_TOKEN_LEN: usize = 16 * 1024;
 
 /// A provider ready to verify: its settings, keys and HMAC secret.
 pub struct Provider {
+    /// Unique for the life of the process; a provider carried over by a
+    /// reload keeps it, so verdicts cached for it stay valid.
+    pub id: u64,
     /// Validated settings.
     pub config: ProviderConfig,
     /// Its JWKS.
     pub jwks: Arc<Jwks>,
+    /// Keeps the JWKS refreshed while any provider using it is alive.
+    _refresh: Option<Arc<RefreshTask>>,
     hmac: Option<DecodingKey>,
 }
 
 impl Provider {
-    /// Wraps a provider's config and JWKS.
-    pub fn new(config: ProviderConfig, jwks: Arc<Jwks>) -> Provider {
+    /// Wraps a provider's config and JWKS; `refresh` is the JWKS's
+    /// background task, stopped when the last provider holding it is gone.
+    pub fn new(
+        config: ProviderConfig,
+        jwks: Arc<Jwks>,
+        refresh: Option<Arc<RefreshTask>>,
+    ) -> Provider {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         let hmac = config
             .client_secret
             .as_ref()
             .filter(|s| !s.is_empty())
             .and_then(|s| DecodingKey::from_secret(s.expose()).ok());
-        Provider { config, jwks, hmac }
+        Provider {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            config,
+            jwks,
+            _refresh: refresh,
+            hmac,
+        }
+    }
+
+    /// The refresh task, to share with a provider that keeps these keys.
+    pub fn refresh_task(&self) -> Option<Arc<RefreshTask>> {
+        self._refresh.clone()
     }
 }
 
@@ -208,13 +231,15 @@ fn check_email_verified(
 
 /// The providers of one configuration.
 pub struct Verifier {
-    providers: Vec<Provider>,
+    providers: Vec<Arc<Provider>>,
 }
 
 /// A successful verification.
 pub struct Verified {
     /// Who the token speaks for.
     pub identity: Arc<Identity>,
+    /// The id of the provider that issued it.
+    pub provider: u64,
     /// When it may be reused.
     pub window: TimeWindow,
     /// The key-set generation it was verified against (`None` for HMAC).
@@ -223,13 +248,18 @@ pub struct Verified {
 
 impl Verifier {
     /// Wraps the configured providers.
-    pub fn new(providers: Vec<Provider>) -> Verifier {
+    pub fn new(providers: Vec<Arc<Provider>>) -> Verifier {
         Verifier { providers }
     }
 
     /// The providers.
-    pub fn providers(&self) -> &[Provider] {
+    pub fn providers(&self) -> &[Arc<Provider>] {
         &self.providers
+    }
+
+    /// The index of the provider with this id, if it is one of ours.
+    pub fn index_of(&self, id: u64) -> Option<usize> {
+        self.providers.iter().position(|p| p.id == id)
     }
 
     /// Verifies `token` for a route that accepts `allowed` providers (`None`: any).
@@ -260,21 +290,18 @@ impl Verifier {
         let window = check_times(&parts.claims, now, provider.config.clock_skew.as_secs())?;
         check_audience(&parts.claims, &provider.config.audiences)?;
         check_email_verified(&parts.claims, &provider.config)?;
-        let identity = Identity::from_claims(index, &provider.config, parts.claims);
+        let identity = Identity::from_claims(&provider.config, parts.claims);
         Ok(Verified {
             identity: Arc::new(identity),
+            provider: provider.id,
             window,
             generation,
         })
     }
 
     /// The key-set generation a cached verdict must still match.
-    pub fn current_generation(&self, provider: usize) -> Option<u64> {
-        self.providers
-            .get(provider)?
-            .jwks
-            .keys()
-            .map(|l| l.generation)
+    pub fn current_generation(&self, index: usize) -> Option<u64> {
+        self.providers.get(index)?.jwks.keys().map(|l| l.generation)
     }
 }
 

@@ -153,7 +153,7 @@ pub enum JwksSource {
 }
 
 /// One identity provider, validated.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ProviderConfig {
     /// Name (`default` for `idp:`).
     pub name: String,
@@ -233,7 +233,7 @@ pub enum TokenSource {
 }
 
 /// One upstream, validated.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamConfig {
     /// Name for metrics and logs.
     pub name: String,

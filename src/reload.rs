@@ -1,0 +1,292 @@
+//! Hot reload: on SIGHUP, and when the config file or the TLS files
+//! change, read, expand and validate the file, build a new [`Snapshot`]
+//! and swap it in. A file that fails any step is logged with every problem
+//! and the running configuration keeps serving.
+//!
+//! Files are watched the way Kubernetes updates a mounted ConfigMap: the
+//! data directory is replaced by renaming a symlink, so the watch is on the
+//! directory that holds the file, and any event there leads to a re-read
+//! (debounced, and skipped when the bytes did not change).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use tokio::sync::{Mutex, mpsc};
+use tokio_rustls::TlsAcceptor;
+
+use crate::auth::cache::TokenCache;
+use crate::config::{Config, ConfigError};
+use crate::gateway::Gateway;
+use crate::metrics::Metrics;
+use crate::snapshot::Snapshot;
+use crate::tls::{self, TlsError};
+
+/// Events closer together than this are one change (a ConfigMap update is
+/// several renames in a row).
+const DEBOUNCE: Duration = Duration::from_millis(300);
+/// The fallback poller never looks more often than this.
+const POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a reload waits for a new provider's first keys before it gives
+/// up and keeps the old configuration.
+const KEYS_WAIT: Duration = Duration::from_secs(10);
+
+/// The TLS acceptor the proxy listener uses for each new connection.
+pub type TlsSwap = Arc<ArcSwap<TlsAcceptor>>;
+
+/// Why a reload was refused (the old configuration keeps serving).
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The file is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// TLS material (certificate, key, CA bundle) is unusable.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// A new provider's keys could not be loaded: swapping would make the
+    /// gateway refuse every token of that provider.
+    #[error("{0}; keeping the previous configuration")]
+    KeysUnavailable(String),
+}
+
+/// Reloads one config file into one gateway.
+pub struct Reloader {
+    path: PathBuf,
+    gateway: Arc<Gateway>,
+    metrics: Arc<Metrics>,
+    tokens: Arc<TokenCache>,
+    tls: Option<TlsSwap>,
+    /// One reload at a time; holds the fingerprint of the files last read.
+    last: Mutex<Option<[u8; 32]>>,
+}
+
+impl Reloader {
+    /// A reloader for `path`, whose current state is what `gateway` serves.
+    pub fn new(
+        path: PathBuf,
+        gateway: Arc<Gateway>,
+        metrics: Arc<Metrics>,
+        tokens: Arc<TokenCache>,
+        tls: Option<TlsSwap>,
+    ) -> Reloader {
+        let current = fingerprint(&path, &gateway.snapshot().config);
+        Reloader {
+            path,
+            gateway,
+            metrics,
+            tokens,
+            tls,
+            last: Mutex::new(current),
+        }
+    }
+
+    /// Reloads now, whatever changed (SIGHUP). Counted either way.
+    pub async fn reload(&self) -> Result<(), ReloadError> {
+        let mut last = self.last.lock().await;
+        let result = self.apply().await;
+        *last = fingerprint(&self.path, &self.gateway.snapshot().config);
+        self.record(&result);
+        result
+    }
+
+    /// Reloads if the config or TLS files differ from those last read.
+    async fn reload_if_changed(&self) {
+        let mut last = self.last.lock().await;
+        let now = fingerprint(&self.path, &self.gateway.snapshot().config);
+        if now.is_some() && now == *last {
+            return;
+        }
+        let result = self.apply().await;
+        // The bytes just tried, good or bad: an unchanged bad file is not
+        // retried (and logged again) on every unrelated event.
+        *last = now;
+        self.record(&result);
+    }
+
+    fn record(&self, result: &Result<(), ReloadError>) {
+        match result {
+            Ok(()) => {
+                self.metrics.config_reloads.with_label_values(&["ok"]).inc();
+                self.metrics.config_last_reload_success.set(unix_now());
+                tracing::info!(file = %self.path.display(), "configuration reloaded");
+            }
+            Err(e) => {
+                self.metrics
+                    .config_reloads
+                    .with_label_values(&["error"])
+                    .inc();
+                if let ReloadError::Config(c) = e {
+                    for problem in &c.problems {
+                        tracing::error!(file = %c.file.display(), path = %problem.path, problem = %problem.message, "config problem");
+                    }
+                }
+                tracing::error!(file = %self.path.display(), error = %e, "reload refused; the previous configuration keeps serving");
+            }
+        }
+    }
+
+    async fn apply(&self) -> Result<(), ReloadError> {
+        let config = Config::load(&self.path)?;
+        let current = self.gateway.snapshot();
+        warn_about_restart_only_changes(&current.config, &config);
+        let acceptor = match (&self.tls, &config.tls) {
+            (Some(_), Some(files)) => Some(TlsAcceptor::from(tls::server_config(
+                &files.cert_file,
+                &files.key_file,
+            )?)),
+            _ => None,
+        };
+        let snapshot = Snapshot::build(config, &self.metrics, &self.tokens, Some(&current))?;
+        // Never trade a ready gateway for one that refuses every token.
+        if current.readiness().is_ok() {
+            wait_for_keys(&snapshot).await?;
+        }
+        if let (Some(swap), Some(acceptor)) = (&self.tls, acceptor) {
+            swap.store(Arc::new(acceptor));
+        }
+        self.gateway.swap(Arc::new(snapshot));
+        Ok(())
+    }
+
+    /// Serves reload triggers until dropped: SIGHUP (if given) and changes
+    /// of the watched files.
+    pub async fn run(self: Arc<Self>, mut sighup: Option<tokio::signal::unix::Signal>) {
+        let (tx, mut changes) = mpsc::unbounded_channel::<()>();
+        let _watcher = watch(&self.watched_dirs(), tx);
+        loop {
+            tokio::select! {
+                Some(()) = changes.recv() => {
+                    while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, changes.recv()).await {}
+                    self.reload_if_changed().await;
+                }
+                Some(()) = async {
+                    match sighup.as_mut() {
+                        Some(s) => s.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    tracing::info!("SIGHUP: reloading the configuration");
+                    let _ = self.reload().await;
+                }
+                else => return,
+            }
+        }
+    }
+
+    fn watched_dirs(&self) -> Vec<PathBuf> {
+        let snapshot = self.gateway.snapshot();
+        let mut files = vec![self.path.clone()];
+        if let Some(t) = &snapshot.config.tls {
+            files.push(t.cert_file.clone());
+            files.push(t.key_file.clone());
+        }
+        let mut dirs: Vec<PathBuf> = files.iter().map(|f| parent_dir(f)).collect();
+        dirs.sort();
+        dirs.dedup();
+        dirs
+    }
+}
+
+fn parent_dir(file: &Path) -> PathBuf {
+    match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Watches `dirs` (not recursively), sending a unit on any event. Uses
+/// inotify where it can, else a poller at [`POLL_INTERVAL`].
+fn watch(
+    dirs: &[PathBuf],
+    tx: mpsc::UnboundedSender<()>,
+) -> Option<Box<dyn notify::Watcher + Send>> {
+    use notify::RecursiveMode;
+    let handler = move |event: notify::Result<notify::Event>| {
+        if event.is_ok() {
+            let _ = tx.send(());
+        }
+    };
+    let mut watcher: Box<dyn notify::Watcher + Send> = match notify::recommended_watcher(
+        handler.clone(),
+    ) {
+        Ok(w) => Box::new(w),
+        Err(e) => {
+            tracing::warn!(error = %e, "file events unavailable; polling for config changes every second");
+            match notify::PollWatcher::new(
+                handler,
+                notify::Config::default().with_poll_interval(POLL_INTERVAL),
+            ) {
+                Ok(w) => Box::new(w),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot watch the config file; reload with SIGHUP");
+                    return None;
+                }
+            }
+        }
+    };
+    for dir in dirs {
+        if let Err(e) = watcher.watch(dir, RecursiveMode::NonRecursive) {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot watch for config changes; reload with SIGHUP");
+        }
+    }
+    Some(watcher)
+}
+
+/// SHA-256 over the config file and the TLS files it names, or `None` if
+/// the config file cannot be read.
+fn fingerprint(path: &Path, config: &Config) -> Option<[u8; 32]> {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    ctx.update(&std::fs::read(path).ok()?);
+    if let Some(t) = &config.tls {
+        for f in [&t.cert_file, &t.key_file] {
+            ctx.update(&std::fs::read(f).unwrap_or_default());
+        }
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    Some(out)
+}
+
+/// Waits until every provider of `snapshot` has usable keys.
+async fn wait_for_keys(snapshot: &Snapshot) -> Result<(), ReloadError> {
+    let deadline = tokio::time::Instant::now() + KEYS_WAIT;
+    loop {
+        match snapshot.readiness() {
+            Ok(()) => return Ok(()),
+            Err(reason) if tokio::time::Instant::now() >= deadline => {
+                return Err(ReloadError::KeysUnavailable(reason));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// Listeners, limits and the grace period belong to the running process:
+/// say so instead of silently ignoring a change.
+fn warn_about_restart_only_changes(old: &Config, new: &Config) {
+    for (changed, key) in [
+        (old.listen != new.listen, "listen"),
+        (old.admin_listen != new.admin_listen, "admin.listen"),
+        (old.tls.is_some() != new.tls.is_some(), "tls"),
+        (old.limits != new.limits, "limits"),
+        (
+            old.shutdown_grace != new.shutdown_grace,
+            "shutdownGraceSeconds",
+        ),
+        (
+            old.organization_label != new.organization_label,
+            "metrics.organizationLabel",
+        ),
+    ] {
+        if changed {
+            tracing::warn!(key, "changed, but takes effect only after a restart");
+        }
+    }
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
