@@ -321,6 +321,7 @@ fn serve(path: PathBuf) -> ExitCode {
                 None
             }
         };
+        tracing::info!(version = %idp_gate::version_line(), config = %path.display(), "starting");
         let config = match Config::load(&path) {
             Ok(c) => c,
             Err(e) => {

@@ -25,7 +25,9 @@ use crate::tls::{self, TlsError};
 
 /// Events closer together than this are one change (a ConfigMap update is
 /// several renames in a row).
-const DEBOUNCE: Duration = Duration::from_millis(300);
+const DEBOUNCE: Duration = Duration::from_millis(200);
+/// A directory that never goes quiet still gets its reload after this.
+const DEBOUNCE_CAP: Duration = Duration::from_secs(2);
 /// The fallback poller never looks more often than this.
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a reload waits for a new provider's first keys before it gives
@@ -153,11 +155,18 @@ impl Reloader {
     /// of the watched files.
     pub async fn run(self: Arc<Self>, mut sighup: Option<tokio::signal::unix::Signal>) {
         let (tx, mut changes) = mpsc::unbounded_channel::<()>();
-        let _watcher = watch(&self.watched_dirs(), tx);
+        let _watcher = watch(&self.watched_files(), tx);
         loop {
             tokio::select! {
                 Some(()) = changes.recv() => {
-                    while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, changes.recv()).await {}
+                    // Quiet for DEBOUNCE, or at most DEBOUNCE_CAP in all.
+                    let cap = tokio::time::Instant::now() + DEBOUNCE_CAP;
+                    while tokio::time::Instant::now() < cap {
+                        match tokio::time::timeout(DEBOUNCE, changes.recv()).await {
+                            Ok(Some(())) => continue,
+                            _ => break,
+                        }
+                    }
                     self.reload_if_changed().await;
                 }
                 Some(()) = async {
@@ -174,17 +183,14 @@ impl Reloader {
         }
     }
 
-    fn watched_dirs(&self) -> Vec<PathBuf> {
+    fn watched_files(&self) -> Vec<PathBuf> {
         let snapshot = self.gateway.snapshot();
         let mut files = vec![self.path.clone()];
         if let Some(t) = &snapshot.config.tls {
             files.push(t.cert_file.clone());
             files.push(t.key_file.clone());
         }
-        let mut dirs: Vec<PathBuf> = files.iter().map(|f| parent_dir(f)).collect();
-        dirs.sort();
-        dirs.dedup();
-        dirs
+        files
     }
 }
 
@@ -195,15 +201,35 @@ fn parent_dir(file: &Path) -> PathBuf {
     }
 }
 
-/// Watches `dirs` (not recursively), sending a unit on any event. Uses
-/// inotify where it can, else a poller at [`POLL_INTERVAL`].
+/// Whether an event in a watched directory concerns `names`: one of the
+/// files itself, or Kubernetes' `..data` machinery. Anything else there (a
+/// log file next to the config, say) is not a reason to re-read.
+fn relevant(event: &notify::Event, names: &[std::ffi::OsString]) -> bool {
+    event.paths.is_empty()
+        || event.paths.iter().any(|p| {
+            p.file_name().is_some_and(|n| {
+                names.iter().any(|w| w == n) || n.as_encoded_bytes().starts_with(b"..")
+            })
+        })
+}
+
+/// Watches the directories of `files` (not recursively), sending a unit on
+/// each event that concerns them. Uses inotify where it can, else a poller
+/// at [`POLL_INTERVAL`].
 fn watch(
-    dirs: &[PathBuf],
+    files: &[PathBuf],
     tx: mpsc::UnboundedSender<()>,
 ) -> Option<Box<dyn notify::Watcher + Send>> {
     use notify::RecursiveMode;
+    let names: Vec<std::ffi::OsString> = files
+        .iter()
+        .filter_map(|f| f.file_name().map(|n| n.to_os_string()))
+        .collect();
+    let mut dirs: Vec<PathBuf> = files.iter().map(|f| parent_dir(f)).collect();
+    dirs.sort();
+    dirs.dedup();
     let handler = move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
+        if event.is_ok_and(|e| relevant(&e, &names)) {
             let _ = tx.send(());
         }
     };
@@ -225,7 +251,7 @@ fn watch(
             }
         }
     };
-    for dir in dirs {
+    for dir in &dirs {
         if let Err(e) = watcher.watch(dir, RecursiveMode::NonRecursive) {
             tracing::warn!(dir = %dir.display(), error = %e, "cannot watch for config changes; reload with SIGHUP");
         }

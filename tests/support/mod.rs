@@ -465,6 +465,24 @@ impl Gate {
         }
     }
 
+    /// Starts a gateway serving the config file at `path` and watching it
+    /// for changes, as `idp-gate run` does (no SIGHUP handler).
+    pub async fn start_file(path: &Path) -> Gate {
+        let config = match Config::load(path) {
+            Ok(c) => c,
+            Err(e) => panic!("test config is invalid: {e}"),
+        };
+        let running = app::start_watching(config, path.to_path_buf(), None)
+            .await
+            .expect("gateway starts");
+        Gate {
+            proxy: running.proxy_addr,
+            admin: running.admin_addr,
+            client: client(),
+            running: Some(running),
+        }
+    }
+
     /// Starts and waits until `/readyz` answers 200.
     pub async fn start_ready(yaml: &str) -> Gate {
         let gate = Gate::start(yaml).await;
