@@ -357,8 +357,6 @@ async fn a_reload_never_makes_a_ready_gateway_unready() {
 
 #[tokio::test]
 async fn requests_in_flight_finish_on_the_configuration_they_started_with() {
-    let ring = ring(Algorithm::RS256);
-    let jwks = JwksServer::with_ring(ring.clone()).await;
     let slow = slow_upstream(Duration::from_millis(1500)).await;
     let echo = Echo::start().await;
     let text = |upstream: &str| {
