@@ -171,6 +171,10 @@ async fn start_with(
             limits,
             grace,
             refused: Some(metrics.connections_refused.clone()),
+            on_rejected: Some({
+                let g = gateway.clone();
+                Arc::new(move |peer, status| g.rejected(peer, status))
+            }),
         },
         move |req, peer| {
             let g = g.clone();

@@ -6,7 +6,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -16,6 +15,7 @@ use http_body_util::BodyExt;
 use http_body_util::combinators::BoxBody;
 use hyper::body::Incoming;
 
+use crate::access::{AccessLine, LoggedBody};
 use crate::auth::{Identity, authorize, token, verify::now_secs};
 use crate::config::Config;
 use crate::error::{AuthFailure, GateError};
@@ -84,17 +84,42 @@ impl Gateway {
         self.snapshot.load().readiness()
     }
 
+    /// Records a request that hyper refused before it reached
+    /// [`Gateway::handle`] (a malformed or oversized head).
+    pub fn rejected(&self, peer: SocketAddr, status: u16) {
+        // hyper parsed no method: "-" is a valid method token that no
+        // client request could be confused with in the log.
+        let unknown = http::Method::from_bytes(b"-").unwrap_or_default();
+        let mut line = AccessLine::new(
+            self.metrics.clone(),
+            peer.ip(),
+            headers::request_id(&http::HeaderMap::new()),
+            unknown,
+            String::new(),
+        );
+        line.status = Some(status);
+        line.error = Some("request head refused before routing".into());
+        self.metrics
+            .requests
+            .with_label_values(&["unmatched", "OTHER", &status.to_string()])
+            .inc();
+    }
+
     /// Handles one request from `peer`.
     pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
-        let start = Instant::now();
         // A guard, not a pair of calls: hyper drops this future when the
         // client goes away, and the gauge must come down then too.
         let _inflight = Inflight::enter(&self.metrics.inflight);
         let snap = self.snapshot.load_full();
         let request_id = headers::request_id(req.headers());
-        let method = req.method().clone();
-        let path = req.uri().path().to_string();
-
+        // Also a guard: if this future is dropped, the line says 499.
+        let mut line = AccessLine::new(
+            self.metrics.clone(),
+            peer.ip(),
+            request_id,
+            req.method().clone(),
+            req.uri().path().to_string(),
+        );
         let mut outcome = Outcome {
             route: None,
             identity: None,
@@ -102,12 +127,12 @@ impl Gateway {
             upstream: None,
         };
         let result = self
-            .process(&snap, req, peer, &request_id, &mut outcome)
+            .process(&snap, req, peer, &mut line, &mut outcome)
             .await;
         let (response, error) = match result {
             Ok(resp) => (resp, None),
             Err(e) => (
-                e.to_response(&request_id)
+                e.to_response(&line.request_id)
                     .map(|b| b.map_err(|never| match never {}).boxed()),
                 Some(e),
             ),
@@ -115,15 +140,14 @@ impl Gateway {
 
         let status = response.status();
         let route_name = outcome.route.map_or("unmatched", |r| r.name.as_str());
-        let elapsed = start.elapsed();
         self.metrics
             .requests
-            .with_label_values(&[route_name, method_label(&method), status.as_str()])
+            .with_label_values(&[route_name, method_label(&line.method), status.as_str()])
             .inc();
         self.metrics
             .request_duration
             .with_label_values(&[route_name])
-            .observe(elapsed.as_secs_f64());
+            .observe(line.start().elapsed().as_secs_f64());
         let reason = error.as_ref().and_then(GateError::reason);
         if let Some(reason) = reason {
             self.metrics
@@ -140,26 +164,23 @@ impl Gateway {
         {
             self.metrics.count_organization(org);
         }
-        let upstream = outcome
+        line.status = Some(status.as_u16());
+        line.route = outcome.route.map(|r| r.name.clone());
+        line.upstream = outcome
             .upstream
             .and_then(|i| snap.upstreams.get(i))
-            .map(|u| u.config.name.as_str());
-        tracing::info!(
-            target: "access",
-            request_id = %request_id,
-            method = %method,
-            path = %path,
-            route = route_name,
-            status = status.as_u16(),
-            latency_ms = elapsed.as_secs_f64() * 1000.0,
-            org = identity.and_then(|i| i.organization.as_deref()),
-            sub = identity.and_then(|i| i.subject.as_deref()),
-            jti = identity.and_then(|i| i.jti_hash.as_deref()),
-            upstream,
-            reason,
-            error = error.as_ref().filter(|e| e.reason().is_none()).map(|e| e.to_string()),
-        );
-        response
+            .map(|u| u.config.name.clone());
+        if let Some(id) = identity {
+            line.org = id.organization.clone();
+            line.sub = id.subject.clone();
+            line.jti = id.jti_hash.clone();
+        }
+        line.reason = reason;
+        line.error = error
+            .as_ref()
+            .filter(|e| e.reason().is_none())
+            .map(|e| e.to_string());
+        response.map(|body| LoggedBody::new(body, line).boxed())
     }
 
     async fn process<'r>(
@@ -167,9 +188,10 @@ impl Gateway {
         snap: &'r Snapshot,
         req: Request<Incoming>,
         peer: SocketAddr,
-        request_id: &str,
+        line: &mut AccessLine,
         outcome: &mut Outcome<'r>,
     ) -> Result<Response<Body>, GateError> {
+        let request_id = line.request_id.as_str();
         if self.is_draining() {
             return Err(GateError::Draining);
         }
@@ -192,6 +214,7 @@ impl Gateway {
         )
         .ok_or(GateError::NoRoute)?;
         outcome.route = Some(route);
+        line.route = Some(route.name.clone());
         route.check_parameters(&path)?;
 
         // Authenticate and authorize.

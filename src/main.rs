@@ -161,7 +161,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            logging::init(cli.log_format);
+            let _flush_on_exit = logging::init(cli.log_format);
             demo_main(ports, alg)
         }
         Command::Token {
@@ -200,7 +200,7 @@ fn main() -> ExitCode {
             host,
         } => explain_main(&config, token.as_deref(), &method, &path, host.as_deref()),
         Command::Run { config } => {
-            logging::init(cli.log_format);
+            let _flush_on_exit = logging::init(cli.log_format);
             serve(config)
         }
     }
@@ -321,7 +321,6 @@ fn serve(path: PathBuf) -> ExitCode {
                 None
             }
         };
-        tracing::info!(version = %idp_gate::version_line(), config = %path.display(), "starting");
         let config = match Config::load(&path) {
             Ok(c) => c,
             Err(e) => {
@@ -329,6 +328,7 @@ fn serve(path: PathBuf) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        tracing::info!(version = %idp_gate::version_line(), config = %path.display(), "starting");
         match idp_gate::app::run(config, path, sighup).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

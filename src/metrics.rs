@@ -39,6 +39,8 @@ pub struct Metrics {
     pub inflight: IntGauge,
     /// `connections_refused_total{reason}`.
     pub connections_refused: IntCounterVec,
+    /// `log_lines_dropped_total`, caught up with the log writer at each scrape.
+    log_lines_dropped: IntCounter,
     /// `token_cache_hits_total`.
     pub token_cache_hits: IntCounter,
     /// `token_cache_misses_total`.
@@ -125,6 +127,11 @@ impl Metrics {
             "Tokens found in the verified-token cache.",
         ))?;
         registry.register(Box::new(token_cache_hits.clone()))?;
+        let log_lines_dropped = IntCounter::with_opts(opts(
+            "log_lines_dropped_total",
+            "Log lines dropped because stderr could not keep up (the gateway never waits for it).",
+        ))?;
+        registry.register(Box::new(log_lines_dropped.clone()))?;
         let token_cache_misses = IntCounter::with_opts(opts(
             "token_cache_misses_total",
             "Tokens verified from scratch.",
@@ -173,6 +180,7 @@ impl Metrics {
             config_last_reload_success,
             inflight,
             connections_refused,
+            log_lines_dropped,
             token_cache_hits,
             token_cache_misses,
             by_organization,
@@ -206,6 +214,11 @@ impl Metrics {
     /// far, say) still get their HELP and TYPE lines, so every metric name
     /// is visible from the first scrape.
     pub fn render(&self) -> Vec<u8> {
+        let dropped = crate::logging::dropped_lines();
+        let counted = self.log_lines_dropped.get();
+        if dropped > counted {
+            self.log_lines_dropped.inc_by(dropped - counted);
+        }
         let families = self.registry.gather();
         let mut out = Vec::new();
         // Encoding into a Vec cannot fail for well-formed families.

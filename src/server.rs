@@ -42,7 +42,13 @@ pub struct ServeOptions {
     pub grace: Duration,
     /// Counts connections refused by a cap, by `reason`.
     pub refused: Option<prometheus::IntCounterVec>,
+    /// Told of each request hyper answered itself before any handler saw
+    /// it (400 for a malformed head, 431 for an oversized one).
+    pub on_rejected: Option<Rejected>,
 }
+
+/// See [`ServeOptions::on_rejected`]: the client and the status sent.
+pub type Rejected = Arc<dyn Fn(SocketAddr, u16) + Send + Sync>;
 
 impl ServeOptions {
     /// Default limits, no TLS, no counter.
@@ -52,6 +58,7 @@ impl ServeOptions {
             limits: Limits::default(),
             grace,
             refused: None,
+            on_rejected: None,
         }
     }
 }
@@ -124,6 +131,7 @@ pub async fn serve<H, F, B>(
             builder: builder.clone(),
             limits: limits.clone(),
             phase: phase_rx.clone(),
+            on_rejected: options.on_rejected.clone(),
         };
         let handler = handler.clone();
         let tls = options.tls.as_ref().map(|t| t.load_full());
@@ -171,6 +179,7 @@ struct Connection {
     builder: Arc<auto::Builder<TokioExecutor>>,
     limits: Limits,
     phase: watch::Receiver<Phase>,
+    on_rejected: Option<Rejected>,
 }
 
 impl Connection {
@@ -233,7 +242,14 @@ impl Connection {
         let mut closing = false;
         loop {
             tokio::select! {
-                _ = conn.as_mut() => return,
+                result = conn.as_mut() => {
+                    if let (Err(e), Some(report)) = (result, &self.on_rejected) {
+                        if let Some(status) = rejected_status(&*e) {
+                            report(peer, status);
+                        }
+                    }
+                    return;
+                }
                 _ = tick.tick(), if !closing => {
                     if activity.idle_for() >= idle {
                         tracing::debug!(%peer, "closing an idle connection");
@@ -259,6 +275,18 @@ impl Connection {
                 }
             }
         }
+    }
+}
+
+/// The status hyper answered with, when it refused a request head itself.
+fn rejected_status(e: &(dyn std::error::Error + 'static)) -> Option<u16> {
+    let e = e.downcast_ref::<hyper::Error>()?;
+    if e.is_parse_too_large() {
+        Some(431)
+    } else if e.is_parse() {
+        Some(400)
+    } else {
+        None
     }
 }
 
