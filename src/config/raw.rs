@@ -119,6 +119,11 @@ pub struct RawIdp {
     /// Extra PEM CA bundle trusted when fetching discovery and JWKS over HTTPS.
     #[serde(default)]
     pub ca_file: String,
+    /// Allow `http://` issuer and JWKS URLs on non-loopback hosts, e.g. a
+    /// development IdP reached by a container name. Accepted so that such
+    /// configs validate; nothing refuses plain HTTP yet.
+    #[serde(default)]
+    pub allow_insecure_http: Option<bool>,
 }
 
 /// JWKS cache behaviour.
