@@ -231,7 +231,8 @@ pub async fn run(
     Ok(())
 }
 
-async fn wait_for_signal() {
+/// Resolves on the first SIGTERM or SIGINT (Ctrl-C).
+pub async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

@@ -2,8 +2,10 @@
 
 #![forbid(unsafe_code)]
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use idp_gate::config::Config;
@@ -112,6 +114,40 @@ enum Command {
         #[arg(long)]
         host: Option<String>,
     },
+    /// The demo's development IdP on its own (Auth0-shaped discovery, JWKS
+    /// and token endpoint, with the demo's users and client), serving until
+    /// SIGTERM or SIGINT. Not for production.
+    DevIdp {
+        /// Listen address.
+        #[arg(long, default_value = "127.0.0.1:9400")]
+        listen: SocketAddr,
+        /// Issuer URL as clients reach it, e.g. http://dev-idp:9400/ in a
+        /// container network. Default: http://127.0.0.1:PORT/.
+        #[arg(long)]
+        issuer: Option<String>,
+        /// API identifier that access tokens are issued for.
+        #[arg(long, default_value = demo::run::API_AUDIENCE)]
+        audience: String,
+        /// Signing algorithm: RS256 or ES256 (both keys are published).
+        #[arg(long, default_value = "RS256")]
+        alg: String,
+    },
+    /// An upstream that answers every request with the request it received,
+    /// as JSON, serving until SIGTERM or SIGINT.
+    Echo {
+        /// Listen address.
+        #[arg(long, default_value = "127.0.0.1:9500")]
+        listen: SocketAddr,
+    },
+    /// GET an http:// URL; exit 0 on a 2xx answer, 1 otherwise. For container
+    /// healthchecks in an image without a shell or curl.
+    Probe {
+        /// The URL, e.g. http://127.0.0.1:9901/readyz.
+        url: String,
+        /// Give up after this long: 3600, 90s, 15m, 1h.
+        #[arg(long, default_value = "5s")]
+        timeout: String,
+    },
     /// Print version, git commit and enabled features.
     Version,
 }
@@ -153,13 +189,8 @@ fn main() -> ExitCode {
                 print!("{}", demo::run::config_text(ports));
                 return ExitCode::SUCCESS;
             }
-            let alg = match alg.to_ascii_uppercase().as_str() {
-                "RS256" => Algorithm::RS256,
-                "ES256" => Algorithm::ES256,
-                other => {
-                    eprintln!("idp-gate demo: --alg must be RS256 or ES256, not {other}");
-                    return ExitCode::FAILURE;
-                }
+            let Some(alg) = demo_alg(&alg, "demo") else {
+                return ExitCode::FAILURE;
             };
             let _flush_on_exit = logging::init(cli.log_format);
             demo_main(ports, alg)
@@ -199,6 +230,23 @@ fn main() -> ExitCode {
             path,
             host,
         } => explain_main(&config, token.as_deref(), &method, &path, host.as_deref()),
+        Command::DevIdp {
+            listen,
+            issuer,
+            audience,
+            alg,
+        } => {
+            let Some(alg) = demo_alg(&alg, "dev-idp") else {
+                return ExitCode::FAILURE;
+            };
+            let _flush_on_exit = logging::init(cli.log_format);
+            dev_idp_main(listen, issuer, audience, alg)
+        }
+        Command::Echo { listen } => {
+            let _flush_on_exit = logging::init(cli.log_format);
+            echo_main(listen)
+        }
+        Command::Probe { url, timeout } => probe_main(&url, &timeout),
         Command::Run { config } => {
             let _flush_on_exit = logging::init(cli.log_format);
             serve(config)
@@ -266,6 +314,183 @@ fn demo_main(ports: DemoPorts, alg: Algorithm) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The development IdP's signing algorithm, or `None` after saying why not.
+fn demo_alg(alg: &str, command: &str) -> Option<Algorithm> {
+    match alg.to_ascii_uppercase().as_str() {
+        "RS256" => Some(Algorithm::RS256),
+        "ES256" => Some(Algorithm::ES256),
+        other => {
+            eprintln!("idp-gate {command}: --alg must be RS256 or ES256, not {other}");
+            None
+        }
+    }
+}
+
+async fn bind(listen: SocketAddr, command: &str) -> Result<tokio::net::TcpListener, ExitCode> {
+    tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+        eprintln!("idp-gate {command}: cannot listen on {listen}: {e}");
+        ExitCode::FAILURE
+    })
+}
+
+/// The address to print for a listener: the wildcard address is not one a
+/// client can use, so loopback stands in for it.
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        let ip = match addr {
+            SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        };
+        SocketAddr::new(ip, addr.port())
+    } else {
+        addr
+    }
+}
+
+fn dev_idp_main(
+    listen: SocketAddr,
+    issuer: Option<String>,
+    audience: String,
+    alg: Algorithm,
+) -> ExitCode {
+    let runtime = match tokio_runtime() {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    runtime.block_on(async {
+        let listener = match bind(listen, "dev-idp").await {
+            Ok(l) => l,
+            Err(code) => return code,
+        };
+        let local = match listener.local_addr() {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("idp-gate dev-idp: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let issuer = issuer.unwrap_or_else(|| format!("http://{}/", reachable(local)));
+        let keys = match demo::run::demo_keys(alg) {
+            Ok(k) => Arc::new(k),
+            Err(e) => {
+                eprintln!("idp-gate dev-idp: keys: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let mut settings = demo::run::idp_settings(issuer.clone());
+        settings.api_audience = audience;
+        // Printed on stdout (not only logged) so scripts started on port 0
+        // can read the address.
+        println!("dev-idp listening on {local}, issuer {issuer}");
+        tracing::info!(listen = %local, issuer = %issuer, "dev idp listening");
+        let served = demo::idp::serve(
+            listener,
+            Arc::new(settings),
+            keys,
+            idp_gate::app::wait_for_signal(),
+        )
+        .await;
+        match served {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("idp-gate dev-idp: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+fn echo_main(listen: SocketAddr) -> ExitCode {
+    let runtime = match tokio_runtime() {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    runtime.block_on(async {
+        let listener = match bind(listen, "echo").await {
+            Ok(l) => l,
+            Err(code) => return code,
+        };
+        match listener.local_addr() {
+            Ok(local) => {
+                println!("echo listening on {local}");
+                tracing::info!(listen = %local, "echo upstream listening");
+            }
+            Err(e) => {
+                eprintln!("idp-gate echo: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+        match demo::echo::serve(listener, idp_gate::app::wait_for_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("idp-gate echo: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+fn probe_main(url: &str, timeout: &str) -> ExitCode {
+    let timeout = match mint::parse_ttl(timeout) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("idp-gate probe: --timeout: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let uri = match url.parse::<http::Uri>() {
+        Ok(u) if u.scheme_str() == Some("http") && u.authority().is_some() => u,
+        _ => {
+            eprintln!("idp-gate probe: {url:?} is not an http:// URL");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("idp-gate probe: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let answer = runtime.block_on(async {
+        tokio::time::timeout(timeout, client.get(uri))
+            .await
+            .map_err(|_| format!("no answer within {timeout:?}"))?
+            .map_err(|e| error_chain(&e))
+    });
+    match answer {
+        Ok(resp) if resp.status().is_success() => {
+            println!("{url}: {}", resp.status());
+            ExitCode::SUCCESS
+        }
+        Ok(resp) => {
+            println!("{url}: {}", resp.status());
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            println!("{url}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// An error with its causes, so "client error (Connect)" says why.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 fn explain_main(

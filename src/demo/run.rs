@@ -125,6 +125,22 @@ pub fn idp_settings(issuer: String) -> DevIdpSettings {
     }
 }
 
+/// The demo provider's keys: an RS256 and an ES256 key, both published,
+/// signing with `alg`'s (RS256 or ES256).
+pub fn demo_keys(alg: Algorithm) -> Result<KeyRing, super::keys::KeyError> {
+    let keys = KeyRing::generate(Algorithm::RS256)?;
+    let second = if alg == Algorithm::RS256 {
+        Algorithm::ES256
+    } else {
+        alg
+    };
+    keys.add(
+        super::keys::SigningKey::generate(second)?,
+        alg != Algorithm::RS256,
+    );
+    Ok(keys)
+}
+
 async fn bind(port: u16) -> Result<TcpListener, DemoError> {
     TcpListener::bind(("127.0.0.1", port))
         .await
@@ -148,16 +164,7 @@ pub async fn run(
         ..ports
     };
     let issuer = format!("http://127.0.0.1:{}/", ports.idp);
-    let keys = Arc::new(KeyRing::generate(Algorithm::RS256)?);
-    let second = if alg == Algorithm::RS256 {
-        Algorithm::ES256
-    } else {
-        alg
-    };
-    keys.add(
-        super::keys::SigningKey::generate(second)?,
-        alg != Algorithm::RS256,
-    );
+    let keys = Arc::new(demo_keys(alg)?);
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
