@@ -182,7 +182,9 @@ mod tests {
     fn timeouts_are_found_by_kind_and_chains_show_every_cause() {
         let io = |kind| std::io::Error::new(kind, "deadline");
         assert!(timed_out(&Outer(io(std::io::ErrorKind::TimedOut))));
-        assert!(!timed_out(&Outer(io(std::io::ErrorKind::ConnectionRefused))));
+        assert!(!timed_out(&Outer(io(
+            std::io::ErrorKind::ConnectionRefused
+        ))));
         // The words alone do not make a timeout.
         assert!(!timed_out(&Outer(std::io::Error::other("timed out"))));
         assert_eq!(

@@ -82,12 +82,15 @@ impl Carried {
         let upgrade = headers
             .get(header::UPGRADE)
             .filter(|_| upgrades)
-            .filter(|_| tokens(headers, header::CONNECTION).any(|t| t.eq_ignore_ascii_case("upgrade")))
+            .filter(|_| {
+                tokens(headers, header::CONNECTION).any(|t| t.eq_ignore_ascii_case("upgrade"))
+            })
             // An `h2c` upgrade would turn the tunnel into an HTTP/2 connection
             // whose later requests reach the upstream without being checked.
             .filter(|v| {
-                !v.to_str()
-                    .map_or(true, |v| v.split(',').any(|p| p.trim().eq_ignore_ascii_case("h2c")))
+                !v.to_str().map_or(true, |v| {
+                    v.split(',').any(|p| p.trim().eq_ignore_ascii_case("h2c"))
+                })
             })
             .cloned();
         Carried { trailers, upgrade }
