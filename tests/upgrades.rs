@@ -48,6 +48,8 @@ impl WsEcho {
             while let Ok((stream, _)) = listener.accept().await {
                 let (h, s) = (h.clone(), s.clone());
                 tokio::spawn(async move {
+                    // The signature is tungstenite's `Callback`.
+                    #[allow(clippy::result_large_err)]
                     let record = |req: &WsRequest, resp: WsResponse| {
                         *s.lock().unwrap() = Some(req.headers().clone());
                         Ok(resp)

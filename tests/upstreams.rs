@@ -170,7 +170,10 @@ routes:
     assert_eq!(collected.to_bytes().as_ref(), MESSAGE);
     assert_eq!(trailers["grpc-status"], "0");
     assert_eq!(trailers["grpc-message"], "echoed");
-    assert_eq!(trailers["x-client-trailer"], "from-client", "request trailers");
+    assert_eq!(
+        trailers["x-client-trailer"], "from-client",
+        "request trailers"
+    );
 
     let seen = |name: &str| parts.headers[name].to_str().unwrap().to_string();
     assert_eq!(seen("x-seen-version"), "HTTP/2.0");
@@ -334,8 +337,7 @@ routes:
     assert_eq!(lasting_open.load(Ordering::SeqCst), 1);
 
     assert!(
-        poll_until(Duration::from_secs(5), || quick_open
-            .load(Ordering::SeqCst)
+        poll_until(Duration::from_secs(5), || quick_open.load(Ordering::SeqCst)
             == 0)
         .await,
         "the idle connection was never closed"
