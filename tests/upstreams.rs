@@ -7,8 +7,8 @@ mod support;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -262,8 +262,33 @@ routes:
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// Log lines written while the returned guard lives, on this thread (the
+/// gateway's tasks run here under `#[tokio::test]`).
+fn capture_logs() -> (Arc<Mutex<Vec<u8>>>, tracing::subscriber::DefaultGuard) {
+    #[derive(Clone)]
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    let sink = Sink(logs.clone());
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .with_writer(move || sink.clone())
+        .finish();
+    (logs, tracing::subscriber::set_default(subscriber))
+}
+
 #[tokio::test]
-async fn an_h2_upstream_without_its_ca_is_a_502() {
+async fn an_h2_upstream_without_its_ca_is_a_502_that_says_why() {
+    let (logs, _guard) = capture_logs();
     let (dir, _cert_file, acceptor) = tls_material("h2-untrusted");
     let (grpc, _task) = h2_upstream(Some(acceptor)).await;
     let yaml = format!(
@@ -284,6 +309,17 @@ routes:
         )
         .await,
         1.0
+    );
+    // The cause survives to the log line, not just "connect".
+    let logs = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("upstream request failed"))
+        .unwrap_or_else(|| panic!("no failure logged:\n{logs}"));
+    assert!(line.contains("upstream=grpc"), "{line}");
+    assert!(
+        line.contains("invalid peer certificate: UnknownIssuer"),
+        "{line}"
     );
     let _ = std::fs::remove_dir_all(dir);
 }
