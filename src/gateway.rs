@@ -10,17 +10,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use http::{Request, Response};
+use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use http_body_util::combinators::BoxBody;
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
 
 use crate::access::{AccessLine, LoggedBody};
 use crate::auth::{Identity, authorize, token, verify::now_secs};
 use crate::config::Config;
-use crate::error::{AuthFailure, GateError};
+use crate::error::{AuthFailure, GateError, UpstreamFailure};
 use crate::metrics::{Metrics, method_label};
-use crate::proxy::headers::{self, X_REQUEST_ID};
+use crate::proxy::Tunnels;
+use crate::proxy::client::ResponseBody;
+use crate::proxy::headers::{self, Carried, X_REQUEST_ID};
 use crate::routing::{self, Access, Route};
 use crate::snapshot::Snapshot;
 
@@ -33,6 +36,7 @@ pub struct Gateway {
     metrics: Arc<Metrics>,
     draining: AtomicBool,
     proto: &'static str,
+    tunnels: Tunnels,
 }
 
 /// What happened to one request, for metrics and the access log.
@@ -52,6 +56,7 @@ impl Gateway {
             metrics,
             draining: AtomicBool::new(false),
             proto: if tls { "https" } else { "http" },
+            tunnels: Tunnels::new(),
         }
     }
 
@@ -66,8 +71,11 @@ impl Gateway {
     }
 
     /// Stops taking new requests (they get 503) and reports not-ready.
+    /// Upgraded connections are closed now: they have no end of their own
+    /// for the drain to wait for.
     pub fn drain(&self) {
         self.draining.store(true, Ordering::SeqCst);
+        self.tunnels.close_all();
     }
 
     /// Whether draining.
@@ -254,7 +262,13 @@ impl Gateway {
             .map_err(|_| GateError::BadRequest("the request target cannot be forwarded"))?;
         let (mut parts, body) = req.into_parts();
         parts.uri = uri;
-        parts.version = http::Version::HTTP_11;
+        parts.version = upstream.version();
+        // Upgrades are HTTP/1.1's; an HTTP/2 upstream would need extended CONNECT.
+        let carried = Carried::read(&parts.headers, !upstream.config.protocol.is_http2());
+        let client_upgrade = parts
+            .extensions
+            .remove::<OnUpgrade>()
+            .filter(|_| carried.is_upgrade());
         let forwarded_token = token
             .as_deref()
             .filter(|_| config.forwarding.forward_authorization);
@@ -268,6 +282,13 @@ impl Gateway {
             host.as_deref(),
             request_id,
         );
+        carried.restore(&mut parts.headers);
+        if upstream.config.protocol.is_http2() {
+            // `:authority` names the upstream; a `Host` beside it that differs
+            // makes the request malformed (RFC 9113 §8.3.1). The client's host
+            // is in `X-Forwarded-Host`.
+            parts.headers.remove(header::HOST);
+        }
 
         // Forward.
         let result = upstream.send(Request::from_parts(parts, body)).await;
@@ -286,6 +307,9 @@ impl Gateway {
             .upstream_requests
             .with_label_values(&[name, resp.status().as_str()])
             .inc();
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            return self.switch_protocols(resp, client_upgrade, route, request_id);
+        }
         let (mut parts, body) = resp.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers);
         if let Ok(v) = HeaderValue::from_str(request_id) {
@@ -414,5 +438,50 @@ fn rewrite_request_headers(
             .and_then(|o| o.get(org))
             .map_or(org, String::as_str);
         set(b, Some(name));
+    }
+}
+
+impl Gateway {
+    /// Relays an upstream's 101 and splices the two connections. A 101 the
+    /// client did not ask for (or that names no protocol) cannot be relayed:
+    /// the client would not know what the connection now speaks.
+    fn switch_protocols(
+        &self,
+        mut resp: Response<ResponseBody>,
+        client: Option<OnUpgrade>,
+        route: &Route,
+        request_id: &str,
+    ) -> Result<Response<Body>, GateError> {
+        let protocol = resp.headers().get(header::UPGRADE).cloned();
+        let (Some(client), Some(protocol)) = (client, protocol) else {
+            tracing::warn!(
+                request_id,
+                route = %route.name,
+                "the upstream switched protocols without an upgrade to switch to"
+            );
+            return Err(GateError::Upstream(UpstreamFailure::Reset));
+        };
+        let upstream = hyper::upgrade::on(&mut resp);
+        let (mut parts, body) = resp.into_parts();
+        headers::strip_hop_by_hop(&mut parts.headers);
+        headers::set_upgrade(&mut parts.headers, protocol);
+        if let Ok(v) = HeaderValue::from_str(request_id) {
+            parts.headers.insert(X_REQUEST_ID, v);
+        }
+        // The (empty) body holds the upstream's connection slot: a tunnel
+        // keeps the connection, so it keeps the slot.
+        self.tunnels
+            .open(client, upstream, body, request_id.to_string());
+        self.metrics
+            .upgrades
+            .with_label_values(&[route.name.as_str()])
+            .inc();
+        let empty = http_body_util::Empty::new().map_err(|never| match never {});
+        Ok(Response::from_parts(parts, empty.boxed()))
+    }
+
+    /// The upgraded connections, for closing them at shutdown.
+    pub fn tunnels(&self) -> &Tunnels {
+        &self.tunnels
     }
 }

@@ -41,6 +41,8 @@ pub struct Metrics {
     pub connections_refused: IntCounterVec,
     /// `log_lines_dropped_total`, caught up with the log writer at each scrape.
     log_lines_dropped: IntCounter,
+    /// `upgrades_total{route}`.
+    pub upgrades: IntCounterVec,
     /// `token_cache_hits_total`.
     pub token_cache_hits: IntCounter,
     /// `token_cache_misses_total`.
@@ -83,6 +85,11 @@ impl Metrics {
             "upstream_errors_total",
             "Upstream failures, by upstream and kind (connect, reset, timeout, saturated).",
             &["upstream", "kind"],
+        )?;
+        let upgrades = counter_vec(
+            "upgrades_total",
+            "Connections upgraded through the gateway (WebSocket and others), by route.",
+            &["route"],
         )?;
         let jwks_fetches = counter_vec(
             "jwks_fetches_total",
@@ -181,6 +188,7 @@ impl Metrics {
             inflight,
             connections_refused,
             log_lines_dropped,
+            upgrades,
             token_cache_hits,
             token_cache_misses,
             by_organization,
@@ -256,6 +264,7 @@ impl Metrics {
         add(&self.jwks_keys, "gauge");
         add(&self.config_reloads, "counter");
         add(&self.inflight, "gauge");
+        add(&self.upgrades, "counter");
         add(&self.token_cache_hits, "counter");
         add(&self.token_cache_misses, "counter");
         if let Some(c) = &self.by_organization {
@@ -307,5 +316,6 @@ mod tests {
         // No request yet, but the family is announced.
         assert!(text.contains("# TYPE idp_gate_requests_total counter"));
         assert!(text.contains("# TYPE idp_gate_request_duration_seconds histogram"));
+        assert!(text.contains("# TYPE idp_gate_upgrades_total counter"));
     }
 }

@@ -4,7 +4,10 @@
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::connect::HttpConnector;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -54,21 +57,45 @@ pub fn client_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, Tls
 /// `ca_file`, for upstreams and for the identity provider alike.
 pub fn https_connector(
     ca_file: Option<&Path>,
-    connect_timeout: std::time::Duration,
-) -> Result<
-    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-    TlsError,
-> {
-    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(connect_timeout));
-    Ok(hyper_rustls::HttpsConnectorBuilder::new()
+    connect_timeout: Duration,
+) -> Result<HttpsConnector<HttpConnector>, TlsError> {
+    Ok(HttpsConnectorBuilder::new()
         .with_tls_config(client_config(ca_file)?)
         .https_or_http()
         .enable_http1()
-        .wrap_connector(http))
+        .wrap_connector(http_connector(connect_timeout)))
 }
+
+/// Like [`https_connector`], but offering only `h2` in ALPN: an upstream
+/// configured for HTTP/2 over TLS that cannot speak it fails at connect
+/// instead of being sent HTTP/2 frames it does not expect.
+pub fn h2_connector(
+    ca_file: Option<&Path>,
+    connect_timeout: Duration,
+) -> Result<HttpsConnector<HttpConnector>, TlsError> {
+    Ok(HttpsConnectorBuilder::new()
+        .with_tls_config(client_config(ca_file)?)
+        .https_or_http()
+        .enable_http2()
+        .wrap_connector(http_connector(connect_timeout)))
+}
+
+/// The TCP side of every outgoing connection.
+fn http_connector(connect_timeout: Duration) -> HttpConnector {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    // Requests are written whole; Nagle would only hold back their last segment.
+    http.set_nodelay(true);
+    // Pooled connections and tunnels sit idle for long stretches: probes find
+    // a peer that vanished (a rescheduled pod, a dropped NAT entry) before a
+    // request is sent into the void.
+    http.set_keepalive(Some(TCP_KEEPALIVE));
+    http.set_connect_timeout(Some(connect_timeout));
+    http
+}
+
+/// Idle time before the first TCP keepalive probe.
+const TCP_KEEPALIVE: Duration = Duration::from_secs(30);
 
 /// Server config from PEM certificate chain and key files.
 pub fn server_config(

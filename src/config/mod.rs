@@ -247,6 +247,49 @@ pub struct UpstreamConfig {
     pub ca_file: Option<PathBuf>,
     /// Requests in flight at once; past it 503.
     pub max_connections: usize,
+    /// The protocol spoken to the upstream.
+    pub protocol: UpstreamProtocol,
+    /// Pooled connections unused this long are closed.
+    pub idle_timeout: Duration,
+}
+
+/// The protocol spoken to an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1, over TLS for an `https` url.
+    Http1,
+    /// HTTP/2 over TLS, negotiated by ALPN.
+    H2,
+    /// HTTP/2 in cleartext, with prior knowledge.
+    H2c,
+}
+
+impl UpstreamProtocol {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamProtocol::Http1 => "http1",
+            UpstreamProtocol::H2 => "h2",
+            UpstreamProtocol::H2c => "h2c",
+        }
+    }
+
+    /// Whether requests go upstream as HTTP/2.
+    pub fn is_http2(self) -> bool {
+        match self {
+            UpstreamProtocol::Http1 => false,
+            UpstreamProtocol::H2 | UpstreamProtocol::H2c => true,
+        }
+    }
+
+    /// The request version the upstream is sent.
+    pub fn version(self) -> http::Version {
+        if self.is_http2() {
+            http::Version::HTTP_2
+        } else {
+            http::Version::HTTP_11
+        }
+    }
 }
 
 /// Organization binding, validated.

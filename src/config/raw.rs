@@ -120,6 +120,12 @@ fn default_max_header_bytes() -> u64 {
 fn default_upstream_max_connections() -> u64 {
     1024
 }
+fn default_upstream_protocol() -> String {
+    "http1".into()
+}
+fn default_upstream_idle_timeout() -> u64 {
+    60_000
+}
 
 /// The admin listener.
 #[derive(Debug, Deserialize)]
@@ -276,6 +282,19 @@ pub struct RawUpstream {
         deserialize_with = "u64_or_string"
     )]
     pub max_connections: u64,
+    /// How the gateway speaks to the upstream: `http1` (default), `h2`
+    /// (HTTP/2 over TLS, negotiated by ALPN; needs an `https://` url) or
+    /// `h2c` (HTTP/2 in cleartext with prior knowledge; needs an `http://`
+    /// url). gRPC upstreams want `h2` or `h2c`.
+    #[serde(default = "default_upstream_protocol")]
+    pub protocol: String,
+    /// How long a pooled connection may sit unused before it is closed.
+    /// Default 60000.
+    #[serde(
+        default = "default_upstream_idle_timeout",
+        deserialize_with = "u64_or_string"
+    )]
+    pub idle_timeout_ms: u64,
 }
 
 /// A route.

@@ -13,7 +13,7 @@ use url::Url;
 use super::raw::{RawConfig, RawIdp, RawRoute, RawTokenSource};
 use super::{
     ClaimRef, Config, Forwarding, JwksSource, Limits, OrganizationBinding, Problem, ProviderConfig,
-    TlsFiles, TokenSource, UpstreamConfig, expand, is_secure_or_loopback,
+    TlsFiles, TokenSource, UpstreamConfig, UpstreamProtocol, expand, is_secure_or_loopback,
 };
 use crate::routing::{Access, Allow, Organizations, PathMatch, Route, canonicalize};
 
@@ -136,6 +136,10 @@ fn compile(raw: RawConfig, p: &mut Problems) -> Config {
             p.add(format!("{path}.requestTimeoutMs"), "must be greater than 0");
         }
         let ca_file = optional_file(&u.ca_file, &format!("{path}.caFile"), p);
+        let protocol = upstream_protocol(&u.protocol, url.as_ref(), &path, p);
+        if u.idle_timeout_ms == 0 {
+            p.add(format!("{path}.idleTimeoutMs"), "must be greater than 0");
+        }
         upstream_index.insert(name.clone(), upstreams.len());
         upstreams.push(UpstreamConfig {
             name,
@@ -144,6 +148,8 @@ fn compile(raw: RawConfig, p: &mut Problems) -> Config {
             request_timeout: Duration::from_millis(u.request_timeout_ms),
             ca_file,
             max_connections: positive(u.max_connections, &format!("{path}.maxConnections"), p),
+            protocol,
+            idle_timeout: Duration::from_millis(u.idle_timeout_ms),
         });
     }
 
@@ -771,6 +777,33 @@ fn upstream_ref(
     found
 }
 
+/// The upstream's protocol; `h2` is negotiated by TLS ALPN and `h2c` has
+/// no TLS, so each is checked against the url's scheme.
+fn upstream_protocol(
+    s: &str,
+    url: Option<&Url>,
+    upstream: &str,
+    p: &mut Problems,
+) -> UpstreamProtocol {
+    let path = format!("{upstream}.protocol");
+    let (protocol, scheme) = match s {
+        "http1" => return UpstreamProtocol::Http1,
+        "h2" => (UpstreamProtocol::H2, "https"),
+        "h2c" => (UpstreamProtocol::H2c, "http"),
+        other => {
+            p.add(path, format!("{other:?} is not one of http1, h2, h2c"));
+            return UpstreamProtocol::Http1;
+        }
+    };
+    if url.is_some_and(|u| u.scheme() != scheme) {
+        p.add(
+            path,
+            format!("{s} needs a {scheme}:// url (see {upstream}.url)"),
+        );
+    }
+    protocol
+}
+
 fn socket_addr(s: &str, path: &str, p: &mut Problems) -> Option<SocketAddr> {
     if let Ok(a) = s.parse() {
         return Some(a);
@@ -916,5 +949,45 @@ mod tests {
         assert_eq!(config.providers[0].clock_skew.as_secs(), 45);
         assert_eq!(config.organizations.unwrap()["value"], "org1");
         assert_eq!(config.routes[0].path, PathMatch::Prefix("/api".into()));
+    }
+
+    #[test]
+    fn upstream_protocols_match_their_url_scheme() {
+        let yaml = "upstreams:\n\
+             \x20 a: {url: 'http://127.0.0.1:1', protocol: h2}\n\
+             \x20 b: {url: 'https://127.0.0.1:1', protocol: h2c}\n\
+             \x20 c: {url: 'http://127.0.0.1:1', protocol: http2}\n\
+             \x20 d: {url: 'http://127.0.0.1:1', idleTimeoutMs: 0}\n\
+             routes: [{name: r, match: {pathPrefix: /}, upstream: a}]\n";
+        let found = problems(yaml);
+        for want in [
+            "upstreams.a.protocol: h2 needs a https:// url",
+            "upstreams.b.protocol: h2c needs a http:// url",
+            "upstreams.c.protocol: \"http2\" is not one of http1, h2, h2c",
+            "upstreams.d.idleTimeoutMs: must be greater than 0",
+        ] {
+            assert!(
+                found.iter().any(|p| p.starts_with(want)),
+                "{want:?} not in {found:#?}"
+            );
+        }
+
+        let yaml = "upstreams:\n\
+             \x20 a: {url: 'https://127.0.0.1:1', protocol: h2}\n\
+             \x20 b: {url: 'http://127.0.0.1:1', protocol: h2c, idleTimeoutMs: 500}\n\
+             \x20 c: {url: 'http://127.0.0.1:1'}\n\
+             routes: [{name: r, match: {pathPrefix: /}, auth: none, upstream: a}]\n";
+        let config = from_yaml(yaml, &|_| None).unwrap();
+        let protocols: Vec<_> = config.upstreams.iter().map(|u| u.protocol).collect();
+        assert_eq!(
+            protocols,
+            [
+                UpstreamProtocol::H2,
+                UpstreamProtocol::H2c,
+                UpstreamProtocol::Http1
+            ]
+        );
+        assert_eq!(config.upstreams[1].idle_timeout, Duration::from_millis(500));
+        assert_eq!(config.upstreams[2].idle_timeout, Duration::from_secs(60));
     }
 }

@@ -1,7 +1,6 @@
 //! One pooled client per upstream, with its timeouts.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, Uri};
@@ -11,12 +10,12 @@ use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::Semaphore;
 
-use crate::config::UpstreamConfig;
+use crate::config::{UpstreamConfig, UpstreamProtocol};
 use crate::error::UpstreamFailure;
-use crate::tls::{TlsError, https_connector};
+use crate::tls::{TlsError, h2_connector, https_connector};
 
 /// The body type sent upstream: the client's body, streamed as it comes.
 pub type UpstreamBody = Incoming;
@@ -40,11 +39,22 @@ pub struct Upstream {
 impl Upstream {
     /// Builds the client (TLS roots are read here, once).
     pub fn new(config: UpstreamConfig) -> Result<Upstream, TlsError> {
-        let https = https_connector(config.ca_file.as_deref(), config.connect_timeout)?;
+        let ca_file = config.ca_file.as_deref();
+        let connector = match config.protocol {
+            UpstreamProtocol::H2 => h2_connector(ca_file, config.connect_timeout)?,
+            UpstreamProtocol::Http1 | UpstreamProtocol::H2c => {
+                https_connector(ca_file, config.connect_timeout)?
+            }
+        };
+        // Without a pool timer idle connections are only noticed at checkout,
+        // so an upstream that went quiet keeps its sockets forever.
         let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(config.idle_timeout)
             .pool_max_idle_per_host(256)
-            .build(https);
+            .http2_only(config.protocol.is_http2())
+            .build(connector);
         let url = &config.url;
         let origin = format!(
             "{}://{}",
@@ -96,35 +106,90 @@ impl Upstream {
                 })
                 .boxed()
             })),
-            Ok(Err(e)) if e.is_connect() => {
-                tracing::debug!(upstream = %self.config.name, error = %e, "upstream connect failed");
-                Err(if is_timeout(&e) {
-                    UpstreamFailure::Timeout
-                } else {
-                    UpstreamFailure::Connect
-                })
-            }
             Ok(Err(e)) => {
-                tracing::debug!(upstream = %self.config.name, error = %e, "upstream exchange failed");
-                Err(UpstreamFailure::Reset)
+                let failure = classify(&e);
+                tracing::warn!(
+                    upstream = %self.config.name,
+                    kind = failure.kind(),
+                    error = %Chain(&e),
+                    "upstream request failed"
+                );
+                Err(failure)
             }
         }
+    }
+
+    /// The request version this upstream is sent.
+    pub fn version(&self) -> http::Version {
+        self.config.protocol.version()
     }
 }
 
-/// A connect timeout surfaces as a connect error whose cause is a timeout.
-fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(s) = source {
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::TimedOut {
-                return true;
-            }
-        }
-        if s.to_string().contains("timed out") {
-            return true;
-        }
-        source = s.source();
+/// Sorts a client error by its type: a timeout anywhere in the chain (a
+/// connect timeout is an `io::Error` of kind `TimedOut` under the connect
+/// error; hyper's own timers report `is_timeout`), else a failure to
+/// connect, else a broken exchange.
+fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamFailure {
+    if timed_out(e) {
+        UpstreamFailure::Timeout
+    } else if e.is_connect() {
+        UpstreamFailure::Connect
+    } else {
+        UpstreamFailure::Reset
     }
-    false
+}
+
+fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
+    causes(e).any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+            || c.downcast_ref::<hyper::Error>()
+                .is_some_and(hyper::Error::is_timeout)
+    })
+}
+
+/// `e` and its sources, outermost first.
+fn causes<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(e), |c| c.source())
+}
+
+/// Displays an error with its causes, `outer: inner: root`, so the log line
+/// for a 502 says why (refused, reset, unknown certificate authority).
+struct Chain<'a>(&'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut sep = "";
+        for c in causes(self.0) {
+            write!(f, "{sep}{c}")?;
+            sep = ": ";
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn timeouts_are_found_by_kind_and_chains_show_every_cause() {
+        let io = |kind| std::io::Error::new(kind, "deadline");
+        assert!(timed_out(&Outer(io(std::io::ErrorKind::TimedOut))));
+        assert!(!timed_out(&Outer(io(
+            std::io::ErrorKind::ConnectionRefused
+        ))));
+        // The words alone do not make a timeout.
+        assert!(!timed_out(&Outer(std::io::Error::other("timed out"))));
+        assert_eq!(
+            Chain(&Outer(io(std::io::ErrorKind::TimedOut))).to_string(),
+            "outer: deadline"
+        );
+    }
 }

@@ -65,6 +65,69 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// The hop-by-hop headers that go on to the next hop after all: `TE:
+/// trailers`, which gRPC needs end to end, and an upgrade's `Connection:
+/// upgrade` with its `Upgrade`. Nothing else a client names in `Connection`.
+#[derive(Debug, Default)]
+pub struct Carried {
+    trailers: bool,
+    upgrade: Option<HeaderValue>,
+}
+
+impl Carried {
+    /// Reads what to carry from the client's headers, before they are
+    /// stripped. `upgrades`: whether the next hop can take an upgrade.
+    pub fn read(headers: &HeaderMap, upgrades: bool) -> Carried {
+        let trailers = tokens(headers, header::TE).any(|t| t.eq_ignore_ascii_case("trailers"));
+        let upgrade = headers
+            .get(header::UPGRADE)
+            .filter(|_| upgrades)
+            .filter(|_| {
+                tokens(headers, header::CONNECTION).any(|t| t.eq_ignore_ascii_case("upgrade"))
+            })
+            // An `h2c` upgrade would turn the tunnel into an HTTP/2 connection
+            // whose later requests reach the upstream without being checked.
+            .filter(|v| {
+                !v.to_str().map_or(true, |v| {
+                    v.split(',').any(|p| p.trim().eq_ignore_ascii_case("h2c"))
+                })
+            })
+            .cloned();
+        Carried { trailers, upgrade }
+    }
+
+    /// Whether the request asks for an upgrade that is forwarded.
+    pub fn is_upgrade(&self) -> bool {
+        self.upgrade.is_some()
+    }
+
+    /// Puts the carried headers back after [`strip_hop_by_hop`].
+    pub fn restore(self, headers: &mut HeaderMap) {
+        if self.trailers {
+            headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        }
+        if let Some(protocol) = self.upgrade {
+            set_upgrade(headers, protocol);
+        }
+    }
+}
+
+/// Sets exactly `Connection: upgrade` and `Upgrade: protocol`.
+pub fn set_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, protocol);
+}
+
+/// The comma-separated tokens of every `name` field.
+fn tokens(headers: &HeaderMap, name: HeaderName) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(name)
+        .into_iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.split(';').next().unwrap_or_default().trim())
+}
+
 /// The client's `X-Request-Id` if it is sane (1–128 of `[A-Za-z0-9._:-]`),
 /// else a fresh UUID.
 pub fn request_id(headers: &HeaderMap) -> String {
@@ -174,6 +237,44 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn trailers_and_upgrades_are_carried_and_nothing_else() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, Upgrade, X-Secret"),
+        );
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert(header::TE, HeaderValue::from_static("gzip, trailers;q=1"));
+        let carried = Carried::read(&h, true);
+        assert!(carried.is_upgrade());
+        strip_hop_by_hop(&mut h);
+        carried.restore(&mut h);
+        assert_eq!(h[header::CONNECTION], "upgrade");
+        assert_eq!(h[header::UPGRADE], "websocket");
+        assert_eq!(h[header::TE], "trailers");
+        assert_eq!(h.len(), 3);
+
+        // Not where the next hop cannot upgrade, not without `Connection:
+        // upgrade`, and never to h2c.
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        assert!(!Carried::read(&h, false).is_upgrade());
+        h.insert(header::UPGRADE, HeaderValue::from_static("foo, H2C"));
+        assert!(!Carried::read(&h, true).is_upgrade());
+        h.remove(header::CONNECTION);
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        assert!(!Carried::read(&h, true).is_upgrade());
+        let mut h = HeaderMap::new();
+        h.insert(header::TE, HeaderValue::from_static("gzip"));
+        let carried = Carried::read(&h, true);
+        strip_hop_by_hop(&mut h);
+        carried.restore(&mut h);
+        assert!(h.is_empty(), "{h:?}");
     }
 
     #[test]

@@ -2,5 +2,7 @@
 
 pub mod client;
 pub mod headers;
+pub mod upgrade;
 
 pub use client::Upstream;
+pub use upgrade::Tunnels;

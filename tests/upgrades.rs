@@ -1,0 +1,298 @@
+//! WebSocket (and any `Upgrade`) through the gateway: a real WebSocket echo
+//! upstream, a real WebSocket client, the route's checks before the 101,
+//! `upgrades_total{route}`, and tunnels closed at shutdown.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::{SinkExt as _, StreamExt as _};
+use http::{HeaderMap, Request, StatusCode, header};
+use jsonwebtoken::Algorithm;
+use support::*;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::tungstenite::handshake::server::{
+    Request as WsRequest, Response as WsResponse,
+};
+
+/// A WebSocket upstream that echoes every text and binary message, and
+/// keeps the handshake headers it was sent.
+struct WsEcho {
+    addr: SocketAddr,
+    handshakes: Arc<AtomicUsize>,
+    seen: Arc<Mutex<Option<HeaderMap>>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for WsEcho {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl WsEcho {
+    async fn start() -> WsEcho {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let handshakes = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::new(Mutex::new(None));
+        let (h, s) = (handshakes.clone(), seen.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (h, s) = (h.clone(), s.clone());
+                tokio::spawn(async move {
+                    // The signature is tungstenite's `Callback`.
+                    #[allow(clippy::result_large_err)]
+                    let record = |req: &WsRequest, resp: WsResponse| {
+                        *s.lock().unwrap() = Some(req.headers().clone());
+                        Ok(resp)
+                    };
+                    let Ok(ws) = tokio_tungstenite::accept_hdr_async(stream, record).await else {
+                        return;
+                    };
+                    h.fetch_add(1, Ordering::SeqCst);
+                    let (mut tx, mut rx) = ws.split();
+                    while let Some(Ok(msg)) = rx.next().await {
+                        if (msg.is_text() || msg.is_binary()) && tx.send(msg).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        WsEcho {
+            addr,
+            handshakes,
+            seen,
+            task,
+        }
+    }
+
+    fn handshakes(&self) -> usize {
+        self.handshakes.load(Ordering::SeqCst)
+    }
+
+    fn seen(&self, name: &str) -> Option<String> {
+        let seen = self.seen.lock().unwrap();
+        seen.as_ref()?
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_string())
+    }
+}
+
+struct WsWorld {
+    ring: Arc<idp_gate::demo::keys::KeyRing>,
+    jwks: JwksServer,
+    _echo: Echo,
+    ws: WsEcho,
+    gate: Gate,
+}
+
+impl WsWorld {
+    /// A protected route `/ws` to the WebSocket echo, and `/api` to the
+    /// plain echo.
+    async fn start() -> WsWorld {
+        let ring = ring(Algorithm::RS256);
+        let jwks = JwksServer::with_ring(ring.clone()).await;
+        let echo = Echo::start().await;
+        let ws = WsEcho::start().await;
+        let rest = format!(
+            r#"  ws:
+    url: "http://{}"
+routes:
+  - name: ws
+    match: {{ pathPrefix: /ws }}
+    upstream: ws
+  - name: api
+    match: {{ pathPrefix: /api }}
+    upstream: echo
+"#,
+            ws.addr
+        );
+        let gate = Gate::start_ready(&config(&jwks, &echo, "", &rest)).await;
+        WsWorld {
+            ring,
+            jwks,
+            _echo: echo,
+            ws,
+            gate,
+        }
+    }
+
+    fn token(&self, org: &str) -> String {
+        sign(&self.ring.active(), &claims(&self.jwks.issuer(), org, &[]))
+    }
+
+    /// A WebSocket handshake through the gateway with `token`.
+    async fn connect(&self, path: &str, token: &str) -> WebSocketStream<TcpStream> {
+        let mut req = format!("ws://{}{path}", self.gate.proxy)
+            .into_client_request()
+            .unwrap();
+        req.headers_mut().insert(
+            header::AUTHORIZATION,
+            format!("Bearer {token}").parse().unwrap(),
+        );
+        let stream = TcpStream::connect(self.gate.proxy).await.unwrap();
+        let (ws, resp) = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio_tungstenite::client_async(req, stream),
+        )
+        .await
+        .expect("handshake in time")
+        .expect("handshake");
+        assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
+        assert!(resp.headers().contains_key("x-request-id"));
+        ws
+    }
+
+    async fn upgrades(&self, route: &str) -> f64 {
+        self.gate
+            .metric("idp_gate_upgrades_total", &[("route", route)])
+            .await
+    }
+}
+
+async fn next(ws: &mut WebSocketStream<TcpStream>) -> Message {
+    tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .expect("a message in time")
+        .expect("the stream is open")
+        .expect("a message")
+}
+
+/// A hand-made upgrade request, for refusals (a WebSocket client only says
+/// "handshake failed").
+fn upgrade_request(gate: &Gate, path: &str, token: Option<&str>) -> Request<ReqBody> {
+    let mut req = Request::get(gate.url(path))
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==");
+    if let Some(t) = token {
+        req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    req.body(empty()).unwrap()
+}
+
+#[tokio::test]
+async fn websocket_messages_flow_both_ways_with_a_valid_token() {
+    let w = WsWorld::start().await;
+    assert_eq!(w.upgrades("ws").await, 0.0);
+    let token = w.token("org_abc");
+    let mut ws = w.connect("/ws/chat", &token).await;
+
+    for i in 0..5 {
+        let text = format!("hello {i}");
+        ws.send(Message::text(text.clone())).await.unwrap();
+        assert_eq!(next(&mut ws).await.to_text().unwrap(), text);
+    }
+    let blob: Vec<u8> = (0..=255u8).cycle().take(200_000).collect();
+    ws.send(Message::binary(blob.clone())).await.unwrap();
+    assert_eq!(next(&mut ws).await.into_data().as_ref(), &blob[..]);
+
+    // The upgrade went on as exactly `Connection: upgrade` and the client's
+    // `Upgrade`, with the usual identity headers.
+    assert_eq!(w.ws.handshakes(), 1);
+    assert_eq!(w.ws.seen("connection").as_deref(), Some("upgrade"));
+    assert_eq!(w.ws.seen("upgrade").as_deref(), Some("websocket"));
+    assert_eq!(w.ws.seen("x-forwarded-org").as_deref(), Some("org_abc"));
+    assert_eq!(w.ws.seen("authorization"), Some(format!("Bearer {token}")));
+
+    assert_eq!(w.upgrades("ws").await, 1.0);
+    assert_eq!(
+        w.gate
+            .metric(
+                "idp_gate_requests_total",
+                &[("route", "ws"), ("status", "101")]
+            )
+            .await,
+        1.0
+    );
+
+    // A second tunnel beside the first; closing one leaves the other.
+    let mut second = w.connect("/ws/other", &token).await;
+    ws.close(None).await.unwrap();
+    second.send(Message::text("still here")).await.unwrap();
+    assert_eq!(next(&mut second).await.to_text().unwrap(), "still here");
+    assert_eq!(w.upgrades("ws").await, 2.0);
+
+    // Plain requests go on as before.
+    w.gate.expect_ok("/api/x", &token).await;
+}
+
+#[tokio::test]
+async fn an_upgrade_without_a_valid_token_gets_the_usual_401() {
+    let w = WsWorld::start().await;
+    let gate = &w.gate;
+
+    let r = gate
+        .expect_refusal(
+            upgrade_request(gate, "/ws/chat", None),
+            401,
+            "missing_token",
+            None,
+        )
+        .await;
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("application/json")
+    );
+    assert!(r.header("upgrade").is_none());
+
+    // The payload swapped for another organization's: the signature fails.
+    let token = w.token("org_abc");
+    let mut parts: Vec<&str> = token.split('.').collect();
+    let payload = b64_json(&claims(&w.jwks.issuer(), "org_other", &[]));
+    parts[1] = &payload;
+    let forged = parts.join(".");
+    gate.expect_refusal(
+        upgrade_request(gate, "/ws/chat", Some(&forged)),
+        401,
+        "bad_signature",
+        Some(&forged),
+    )
+    .await;
+
+    assert_eq!(
+        w.ws.handshakes(),
+        0,
+        "a refused upgrade reached the upstream"
+    );
+    assert_eq!(w.upgrades("ws").await, 0.0);
+    assert_eq!(gate.running().gateway.tunnels().open_count(), 0);
+}
+
+#[tokio::test]
+async fn tunnels_end_when_the_gateway_drains() {
+    let w = WsWorld::start().await;
+    let token = w.token("org_abc");
+    let mut ws = w.connect("/ws/chat", &token).await;
+    ws.send(Message::text("before")).await.unwrap();
+    assert_eq!(next(&mut ws).await.to_text().unwrap(), "before");
+    let tunnels = w.gate.running().gateway.tunnels();
+    assert_eq!(tunnels.open_count(), 1);
+
+    w.gate.running().gateway.drain();
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the tunnel outlived the drain");
+    assert!(
+        poll_until(Duration::from_secs(5), || tunnels.open_count() == 0).await,
+        "tunnels still open: {}",
+        tunnels.open_count()
+    );
+}
