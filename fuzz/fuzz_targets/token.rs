@@ -95,7 +95,8 @@ fn harness() -> Harness {
             if p.cache_file.is_some() {
                 assert!(jwks.is_ready(), "the JWKS cache file was not loaded");
             }
-            Provider::new(p.clone(), jwks)
+            // No refresh task: the keys stay those of the cache file.
+            Arc::new(Provider::new(p.clone(), jwks, None))
         })
         .collect();
     let runtime = tokio::runtime::Builder::new_current_thread()
