@@ -174,37 +174,58 @@ where
     }
 }
 
-/// A request body that counts what the client sent.
+/// A request body grew past `limits.maxRequestBodyBytes` while streaming.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body is larger than limits.maxRequestBodyBytes")]
+pub struct BodyTooLarge;
+
+/// A request body that counts what the client sent and, with a limit,
+/// ends in [`BodyTooLarge`] once it passes it. The body still streams: it
+/// is never buffered to be measured.
 pub struct CountedBody<B> {
     inner: B,
     count: Arc<AtomicU64>,
+    limit: Option<u64>,
 }
 
 impl<B> CountedBody<B> {
-    /// Counts `inner`'s data into `count`.
-    pub fn new(inner: B, count: Arc<AtomicU64>) -> Self {
-        CountedBody { inner, count }
+    /// Counts `inner`'s data into `count`, up to `limit` bytes.
+    pub fn new(inner: B, count: Arc<AtomicU64>, limit: Option<u64>) -> Self {
+        CountedBody {
+            inner,
+            count,
+            limit,
+        }
     }
 }
 
 impl<B> Body for CountedBody<B>
 where
     B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     type Data = Bytes;
-    type Error = B::Error;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled {
-            if let Some(data) = frame.data_ref() {
-                self.count.fetch_add(data.len() as u64, Ordering::Relaxed);
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let n = data.len() as u64;
+                    let total = self.count.fetch_add(n, Ordering::Relaxed) + n;
+                    if self.limit.is_some_and(|l| total > l) {
+                        return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
             }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {

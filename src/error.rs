@@ -117,6 +117,9 @@ pub enum UpstreamFailure {
     Timeout,
     /// The upstream's `maxConnections` are all in use.
     Saturated,
+    /// Not the upstream's doing: the client's body passed
+    /// `limits.maxRequestBodyBytes` while it was being sent.
+    BodyTooLarge,
 }
 
 impl UpstreamFailure {
@@ -127,6 +130,7 @@ impl UpstreamFailure {
             UpstreamFailure::Reset => "reset",
             UpstreamFailure::Timeout => "timeout",
             UpstreamFailure::Saturated => "saturated",
+            UpstreamFailure::BodyTooLarge => "body_too_large",
         }
     }
 }
@@ -195,6 +199,7 @@ impl GateError {
             }
             GateError::Upstream(UpstreamFailure::Timeout) => StatusCode::GATEWAY_TIMEOUT,
             GateError::Upstream(UpstreamFailure::Saturated) => StatusCode::SERVICE_UNAVAILABLE,
+            GateError::Upstream(UpstreamFailure::BodyTooLarge) => StatusCode::PAYLOAD_TOO_LARGE,
             GateError::Draining => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -225,6 +230,10 @@ impl GateError {
             GateError::Upstream(UpstreamFailure::Saturated) => (
                 "temporarily_unavailable",
                 "the upstream has no free connection",
+            ),
+            GateError::Upstream(UpstreamFailure::BodyTooLarge) => (
+                "payload_too_large",
+                "the request body is larger than this gateway accepts",
             ),
             GateError::Draining => ("temporarily_unavailable", "draining"),
         }
@@ -374,6 +383,7 @@ mod tests {
             (GateError::Upstream(Reset), 502),
             (GateError::Upstream(Timeout), 504),
             (GateError::Upstream(Saturated), 503),
+            (GateError::Upstream(BodyTooLarge), 413),
             (GateError::Auth(AuthFailure::UnverifiedEmail), 403),
             (GateError::Draining, 503),
         ];

@@ -16,7 +16,7 @@ use http_body_util::combinators::BoxBody;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 
-use crate::access::{AccessLine, LoggedBody};
+use crate::access::{AccessLine, CountedBody, LoggedBody};
 use crate::auth::{Identity, authorize, token, verify::now_secs};
 use crate::config::Config;
 use crate::error::{AuthFailure, GateError, UpstreamFailure};
@@ -291,10 +291,19 @@ impl Gateway {
         }
 
         // Forward.
+        let limit = config.limits.max_request_body_bytes;
+        if limit.is_some_and(|l| content_length(&parts.headers).is_some_and(|n| n > l)) {
+            return Err(GateError::Upstream(UpstreamFailure::BodyTooLarge));
+        }
+        let body = CountedBody::new(body, line.bytes_in.clone(), limit);
         let result = upstream.send(Request::from_parts(parts, body)).await;
         let name = upstream.config.name.as_str();
         let resp = match result {
             Ok(resp) => resp,
+            // The client's doing, not the upstream's: not counted against it.
+            Err(UpstreamFailure::BodyTooLarge) => {
+                return Err(GateError::Upstream(UpstreamFailure::BodyTooLarge));
+            }
             Err(failure) => {
                 self.metrics
                     .upstream_errors
@@ -317,6 +326,16 @@ impl Gateway {
         }
         Ok(Response::from_parts(parts, body))
     }
+}
+
+/// A declared `Content-Length`, if there is one and it is a number.
+fn content_length(h: &http::HeaderMap) -> Option<u64> {
+    h.get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// Counts a request in `inflight_requests` while alive.

@@ -39,7 +39,14 @@ impl Binary {
         let path = dir.join("gate.yaml");
         std::fs::write(
             &path,
-            format!("listen: \"{proxy}\"\nadmin: {{ listen: \"{admin}\" }}\nshutdownGraceSeconds: 1\n{rest}"),
+            format!(
+                "listen: \"{proxy}\"\nadmin: {{ listen: \"{admin}\" }}\n{}{rest}",
+                if rest.contains("shutdownGraceSeconds") {
+                    ""
+                } else {
+                    "shutdownGraceSeconds: 1\n"
+                }
+            ),
         )
         .unwrap();
         let stderr =
@@ -197,7 +204,7 @@ async fn every_request_gets_an_access_line_with_its_byte_counts() {
     assert_eq!(line["status"], 200);
     assert_eq!(line["route"], "pub");
     assert_eq!(line["bytes_out"], r.body.len() as u64, "{line}");
-    assert!(line["bytes_in"].is_u64(), "{line}");
+    assert_eq!(line["bytes_in"], 1000, "{line}");
     assert_eq!(line["client"], "127.0.0.1");
 
     // Refused by hyper before routing: oversized and malformed heads.
@@ -295,5 +302,144 @@ async fn a_stalled_stderr_never_stalls_requests() {
     assert!(
         dropped > 0.0,
         "no line was dropped, so the pipe never filled"
+    );
+}
+
+#[tokio::test]
+async fn request_bodies_past_the_limit_are_refused_with_413() {
+    let rest = format!("{DEFAULT_ROUTES}limits: {{ maxRequestBodyBytes: 1000 }}\n");
+    let w = World::start(jsonwebtoken::Algorithm::RS256, "", &rest).await;
+    let post = |body: ReqBody| {
+        Request::post(w.gate.url("/public/upload"))
+            .body(body)
+            .unwrap()
+    };
+    // Declared too large: refused before anything is sent upstream.
+    let r = w.gate.send(post(full(vec![b'x'; 1001]))).await;
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert_eq!(r.json()["error"], "payload_too_large");
+    // Streamed without a length: refused once it passes the limit.
+    let r = w.gate.send(post(streaming_body(4, 500))).await;
+    assert_eq!(r.status, 413, "{}", r.text());
+    // Within the limit, both ways.
+    let r = w.gate.send(post(full(vec![b'x'; 1000]))).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = w.gate.send(post(streaming_body(2, 500))).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        w.gate
+            .metric(
+                "idp_gate_upstream_errors_total",
+                &[("kind", "body_too_large")]
+            )
+            .await,
+        0.0,
+        "a client's body is not the upstream's failure"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_a_slow_request_and_closes_an_open_websocket() {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message;
+    // A WebSocket echo upstream.
+    let ws_upstream = {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let a = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    let Ok(ws) = tokio_tungstenite::accept_async(s).await else {
+                        return;
+                    };
+                    let (mut tx, mut rx) = ws.split();
+                    while let Some(Ok(m)) = rx.next().await {
+                        if m.is_text() && tx.send(m).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        a
+    };
+    // An upstream that answers after 1.5 s.
+    let slow = {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let a = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    let _ = s.read(&mut buf).await;
+                    tokio::time::sleep(Duration::from_millis(1500)).await;
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\nslow")
+                        .await;
+                });
+            }
+        });
+        a
+    };
+    let grace = 5;
+    let rest = format!(
+        "upstreams:\n  ws: {{ url: \"http://{ws_upstream}\" }}\n  slow: {{ url: \"http://{slow}\" }}\nroutes:\n  - {{ name: ws, match: {{ pathPrefix: /ws }}, auth: none, upstream: ws }}\n  - {{ name: slow, match: {{ pathPrefix: /slow }}, auth: none, upstream: slow }}\n"
+    );
+    let rest = format!("shutdownGraceSeconds: {grace}\n{rest}");
+    let mut gate = Binary::start(&rest, &[], None).await;
+
+    let stream = TcpStream::connect(gate.proxy).await.unwrap();
+    let (mut ws, resp) = tokio_tungstenite::client_async(format!("ws://{}/ws", gate.proxy), stream)
+        .await
+        .expect("WebSocket through the gateway");
+    assert_eq!(resp.status(), 101);
+    ws.send(Message::text("before")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("before"));
+
+    let proxy = gate.proxy;
+    let inflight = tokio::spawn(async move {
+        send(
+            &client(),
+            Request::get(format!("http://{proxy}/slow"))
+                .body(empty())
+                .unwrap(),
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let pid = gate.child.id().unwrap();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+
+    // The socket is closed rather than left hanging.
+    let closed = tokio::time::timeout(Duration::from_secs(grace), async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the WebSocket stayed open while draining");
+    // The slow request still finishes.
+    let r = inflight.await.unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "slow");
+    let status = tokio::time::timeout(Duration::from_secs(grace + 5), gate.child.wait())
+        .await
+        .expect("exits")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(grace),
+        "exit took {:?}, grace {grace} s",
+        started.elapsed()
     );
 }

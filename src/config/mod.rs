@@ -120,6 +120,8 @@ pub struct Limits {
     pub max_connections_per_client: usize,
     /// Largest request head.
     pub max_header_bytes: usize,
+    /// Largest request body; `None`: unlimited.
+    pub max_request_body_bytes: Option<u64>,
 }
 
 impl Default for Limits {
@@ -130,6 +132,7 @@ impl Default for Limits {
             max_connections: 10_000,
             max_connections_per_client: 256,
             max_header_bytes: 64 * 1024,
+            max_request_body_bytes: None,
         }
     }
 }

@@ -88,6 +88,10 @@ pub struct RawLimits {
         deserialize_with = "u64_or_string"
     )]
     pub max_header_bytes: u64,
+    /// Largest request body; past it 413. 0 (the default): unlimited, and
+    /// bodies stream either way.
+    #[serde(default, deserialize_with = "u64_or_string")]
+    pub max_request_body_bytes: u64,
 }
 
 impl Default for RawLimits {
@@ -98,6 +102,7 @@ impl Default for RawLimits {
             max_connections: default_max_connections(),
             max_connections_per_client: default_max_per_client(),
             max_header_bytes: default_max_header_bytes(),
+            max_request_body_bytes: 0,
         }
     }
 }

@@ -290,6 +290,7 @@ fn limits(l: &super::raw::RawLimits, p: &mut Problems) -> Limits {
             }
             v
         },
+        max_request_body_bytes: (l.max_request_body_bytes > 0).then_some(l.max_request_body_bytes),
     }
 }
 

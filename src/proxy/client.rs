@@ -13,12 +13,13 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::Semaphore;
 
+use crate::access::{BodyTooLarge, CountedBody};
 use crate::config::{UpstreamConfig, UpstreamProtocol};
 use crate::error::UpstreamFailure;
 use crate::tls::{TlsError, h2_connector, https_connector};
 
 /// The body type sent upstream: the client's body, streamed as it comes.
-pub type UpstreamBody = Incoming;
+pub type UpstreamBody = CountedBody<Incoming>;
 
 /// A response body streamed back from an upstream.
 pub type ResponseBody = BoxBody<Bytes, hyper::Error>;
@@ -130,7 +131,9 @@ impl Upstream {
 /// error; hyper's own timers report `is_timeout`), else a failure to
 /// connect, else a broken exchange.
 fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamFailure {
-    if timed_out(e) {
+    if causes(e).any(|c| c.is::<BodyTooLarge>()) {
+        UpstreamFailure::BodyTooLarge
+    } else if timed_out(e) {
         UpstreamFailure::Timeout
     } else if e.is_connect() {
         UpstreamFailure::Connect
