@@ -23,7 +23,7 @@ use idp_gate::auth::jwks::Jwks;
 use idp_gate::auth::{Provider, Verifier, authorize};
 use idp_gate::config::{ClaimRef, Config};
 use idp_gate::metrics::Metrics;
-use idp_gate::routing::{Allow, Organizations};
+use idp_gate::auth::policy::{Allow, Organizations};
 use libfuzzer_sys::fuzz_target;
 
 /// The demo IdP's published keys, also the `jwks` target's seed.

@@ -5,9 +5,9 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value};
 
-use crate::config::{ClaimRef, ProviderConfig};
+use super::policy::{Allow, ClaimRef, Organizations};
+use crate::config::ProviderConfig;
 use crate::error::AuthFailure;
-use crate::routing::{Allow, Organizations};
 
 /// Who a verified token speaks for.
 #[derive(Debug, Clone)]

@@ -6,6 +6,7 @@ pub mod claims;
 pub mod fetch;
 pub mod jwks;
 pub mod keys;
+pub mod policy;
 pub mod token;
 pub mod verify;
 

@@ -1,8 +1,22 @@
 //! Finding the token in a request.
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 
-use crate::config::TokenSource;
+/// One place a token may be found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    /// A header, with an optional scheme (compared case-insensitively).
+    Header {
+        /// Header name.
+        name: HeaderName,
+        /// e.g. `Bearer`.
+        scheme: Option<String>,
+    },
+    /// A query parameter.
+    Query(String),
+    /// A cookie.
+    Cookie(String),
+}
 
 /// The first token found in `sources`, in order. A source that is present
 /// but empty or with another scheme does not count as found.

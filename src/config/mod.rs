@@ -17,6 +17,8 @@ use http::HeaderName;
 use jsonwebtoken::Algorithm;
 use url::Url;
 
+pub use crate::auth::policy::ClaimRef;
+pub use crate::auth::token::TokenSource;
 use crate::routing::Route;
 use crate::secret::Secret;
 
@@ -219,22 +221,6 @@ pub fn is_secure_or_loopback(url: &Url) -> bool {
     }
 }
 
-/// One place a token may be found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TokenSource {
-    /// A header, with an optional scheme (compared case-insensitively).
-    Header {
-        /// Header name.
-        name: HeaderName,
-        /// e.g. `Bearer`.
-        scheme: Option<String>,
-    },
-    /// A query parameter.
-    Query(String),
-    /// A cookie.
-    Cookie(String),
-}
-
 /// One upstream, validated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamConfig {
@@ -302,15 +288,6 @@ pub struct OrganizationBinding {
     pub header: Option<HeaderName>,
     /// When present in a request, must name the verified organization.
     pub query_param: Option<String>,
-}
-
-/// A claim read for a header.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ClaimRef {
-    /// A top-level claim by its whole name (namespaced names included).
-    Name(String),
-    /// A JSON Pointer into the claims.
-    Pointer(String),
 }
 
 /// Forwarded identity, validated.

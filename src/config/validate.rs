@@ -15,7 +15,8 @@ use super::{
     ClaimRef, Config, Forwarding, JwksSource, Limits, OrganizationBinding, Problem, ProviderConfig,
     TlsFiles, TokenSource, UpstreamConfig, UpstreamProtocol, expand, is_secure_or_loopback,
 };
-use crate::routing::{Access, Allow, Organizations, PathMatch, Route, canonicalize};
+use crate::auth::policy::{Allow, Organizations};
+use crate::routing::{Access, PathMatch, Route, canonicalize};
 
 /// Collects problems; a path that already has one gets no second, so a
 /// value that failed expansion is not also reported as, say, a bad URL.

@@ -2,11 +2,12 @@
 
 pub mod canonical;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use http::Method;
 
-use crate::config::TokenSource;
+use crate::auth::policy::Allow;
+use crate::auth::token::TokenSource;
 
 pub use canonical::{CanonicalPath, PathRefusal, canonicalize};
 
@@ -30,27 +31,6 @@ impl PathMatch {
             }
         }
     }
-}
-
-/// Which organizations a protected route takes.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum Organizations {
-    /// `allow.organizations` omitted: any organization, or none at all.
-    #[default]
-    Unrestricted,
-    /// `["*"]`: any organization, but the token must carry one.
-    AnyPresent,
-    /// The token's organization must be one of these.
-    OneOf(HashSet<String>),
-}
-
-/// Authorization of a protected route.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Allow {
-    /// Organization rule.
-    pub organizations: Organizations,
-    /// All required.
-    pub scopes: Vec<String>,
 }
 
 /// Whether and how a route authenticates.
