@@ -53,6 +53,9 @@ pub enum AuthFailure {
     /// The request names another organization than the token's.
     #[error("organization_mismatch")]
     OrganizationMismatch,
+    /// A claim does not have a value the route's `allow.claims` accepts.
+    #[error("claim_mismatch")]
+    ClaimMismatch,
     /// Required scopes are missing.
     #[error("insufficient_scope")]
     InsufficientScope {
@@ -82,12 +85,13 @@ impl AuthFailure {
             AuthFailure::OrganizationDenied => "organization_denied",
             AuthFailure::OrganizationMismatch => "organization_mismatch",
             AuthFailure::InsufficientScope { .. } => "insufficient_scope",
+            AuthFailure::ClaimMismatch => "claim_mismatch",
             AuthFailure::JwksUnavailable => "jwks_unavailable",
         }
     }
 
     /// Every reason, so metrics can publish zeros before the first failure.
-    pub const ALL_REASONS: [&'static str; 15] = [
+    pub const ALL_REASONS: [&'static str; 16] = [
         "missing_token",
         "malformed",
         "bad_signature",
@@ -102,6 +106,7 @@ impl AuthFailure {
         "organization_denied",
         "organization_mismatch",
         "insufficient_scope",
+        "claim_mismatch",
         "jwks_unavailable",
     ];
 }
@@ -189,6 +194,7 @@ impl GateError {
                 | AuthFailure::UnverifiedEmail
                 | AuthFailure::OrganizationDenied
                 | AuthFailure::OrganizationMismatch
+                | AuthFailure::ClaimMismatch
                 | AuthFailure::InsufficientScope { .. } => StatusCode::FORBIDDEN,
                 AuthFailure::JwksUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             },
@@ -330,6 +336,7 @@ mod tests {
             AuthFailure::OrganizationDenied,
             AuthFailure::OrganizationMismatch,
             AuthFailure::InsufficientScope { required: vec![] },
+            AuthFailure::ClaimMismatch,
             AuthFailure::JwksUnavailable,
         ];
         for f in &all {

@@ -49,9 +49,9 @@ impl Identity {
         }
     }
 
-    /// A claim as a header value: strings as they are, other JSON compactly.
-    pub fn claim_value(&self, claim: &ClaimRef) -> Option<String> {
-        let value = match claim {
+    /// A claim, by its whole name or as a JSON Pointer.
+    pub fn claim(&self, claim: &ClaimRef) -> Option<&Value> {
+        Some(match claim {
             ClaimRef::Name(n) => self.claims.get(n)?,
             ClaimRef::Pointer(p) => {
                 // JSON Pointer on the claims object.
@@ -72,8 +72,12 @@ impl Identity {
                 }
                 current?
             }
-        };
-        match value {
+        })
+    }
+
+    /// A claim as a header value: strings as they are, other JSON compactly.
+    pub fn claim_value(&self, claim: &ClaimRef) -> Option<String> {
+        match self.claim(claim)? {
             Value::Null => None,
             Value::String(s) => Some(s.clone()),
             Value::Array(items) if items.iter().all(Value::is_string) => Some(
@@ -120,6 +124,11 @@ pub fn authorize(
         return Err(AuthFailure::InsufficientScope {
             required: allow.scopes.clone(),
         });
+    }
+    for rule in &allow.claims {
+        if !rule.matches(identity.claim(&rule.claim)) {
+            return Err(AuthFailure::ClaimMismatch);
+        }
     }
     Ok(())
 }

@@ -363,6 +363,21 @@ pub struct RawAllow {
     /// Required scopes, all of them.
     #[serde(default)]
     pub scopes: Vec<String>,
+    /// Claim (whole name, or a JSON Pointer starting with `/`) → the values
+    /// it may have (one, or a list: any of them). Every claim listed must
+    /// match; an array claim matches when any element does.
+    #[serde(default)]
+    pub claims: BTreeMap<String, OneOrMany>,
+}
+
+/// A value or a list of values.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    /// A list.
+    Many(Vec<serde_yaml::Value>),
+    /// One value.
+    One(serde_yaml::Value),
 }
 
 /// A trusted organization.

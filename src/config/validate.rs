@@ -15,7 +15,7 @@ use super::{
     ClaimRef, Config, Forwarding, JwksSource, Limits, OrganizationBinding, Problem, ProviderConfig,
     TlsFiles, TokenSource, UpstreamConfig, UpstreamProtocol, expand, is_secure_or_loopback,
 };
-use crate::auth::policy::{Allow, Organizations};
+use crate::auth::policy::{Allow, ClaimRule, Organizations};
 use crate::routing::{Access, PathMatch, Route, canonicalize};
 
 /// Collects problems; a path that already has one gets no second, so a
@@ -208,12 +208,7 @@ fn compile(raw: RawConfig, p: &mut Problems) -> Config {
                 p.add(&path, "claim name is empty");
                 return None;
             }
-            let claim = if claim.starts_with('/') {
-                ClaimRef::Pointer(claim.clone())
-            } else {
-                ClaimRef::Name(claim.clone())
-            };
-            header_name(header, &path, p).map(|h| (claim, h))
+            header_name(header, &path, p).map(|h| (ClaimRef::parse(claim), h))
         })
         .collect();
     let forwarding = Forwarding {
@@ -684,9 +679,17 @@ fn route(
                         );
                     }
                 }
+                let claims = a
+                    .claims
+                    .into_iter()
+                    .filter_map(|(name, values)| {
+                        claim_rule(&name, values, &format!("{path}.allow.claims.{name}"), p)
+                    })
+                    .collect();
                 Allow {
                     organizations,
                     scopes: a.scopes,
+                    claims,
                 }
             });
             let providers: Option<Vec<usize>> = r.providers.map(|names| {
@@ -741,6 +744,47 @@ fn route(
         organization_upstreams,
         strip_prefix: r.strip_prefix,
         allow_path_parameters: m.allow_path_parameters,
+    })
+}
+
+/// One `allow.claims` entry: scalar values, compared as text.
+fn claim_rule(
+    name: &str,
+    values: super::raw::OneOrMany,
+    path: &str,
+    p: &mut Problems,
+) -> Option<ClaimRule> {
+    use super::raw::OneOrMany;
+    if name.is_empty() {
+        p.add(path, "claim name is empty");
+        return None;
+    }
+    let values = match values {
+        OneOrMany::One(v) => vec![v],
+        OneOrMany::Many(vs) => vs,
+    };
+    if values.is_empty() {
+        p.add(path, "lists no value, so nobody could pass; remove the rule instead");
+        return None;
+    }
+    let mut out = Vec::new();
+    for v in values {
+        match v {
+            serde_yaml::Value::String(s) => out.push(s),
+            serde_yaml::Value::Number(n) => out.push(n.to_string()),
+            serde_yaml::Value::Bool(b) => out.push(b.to_string()),
+            other => {
+                p.add(
+                    path,
+                    format!("values must be strings, numbers or booleans, not {other:?}"),
+                );
+                return None;
+            }
+        }
+    }
+    Some(ClaimRule {
+        claim: ClaimRef::parse(name),
+        values: out,
     })
 }
 
