@@ -5,16 +5,17 @@
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use http::Method;
+use std::net::IpAddr;
+
+use http::{HeaderMap, HeaderValue, Method, Uri, header};
 use serde_json::{Map, Value};
 
-use crate::auth::authorize;
 use crate::auth::cache::TokenCache;
 use crate::auth::verify::{decode_json, now_secs};
 use crate::config::Config;
+use crate::decision::{RequestFacts, decide};
 use crate::error::GateError;
 use crate::metrics::Metrics;
-use crate::routing::{self, Access};
 use crate::snapshot::Snapshot;
 
 /// The request to explain.
@@ -23,7 +24,7 @@ pub struct ExplainRequest<'a> {
     pub token: Option<&'a str>,
     /// Method.
     pub method: Method,
-    /// Path (a query after `?` is ignored for matching).
+    /// Path, with its query if any.
     pub path: &'a str,
     /// `Host`, if the routes match on it.
     pub host: Option<&'a str>,
@@ -38,8 +39,9 @@ pub struct Explanation {
     pub refusal: Option<GateError>,
 }
 
-/// Walks the request path for `req` against `config`, fetching the JWKS
-/// once to check the signature.
+/// Decides on `req` against `config` exactly as the gateway would (the
+/// same [`decide`]), fetching each provider's keys once, and reports the
+/// decision step by step.
 pub async fn explain(config: Config, req: ExplainRequest<'_>) -> Explanation {
     let mut out = String::new();
     let refusal = walk(config, &req, &mut out).await.err();
@@ -61,118 +63,110 @@ pub async fn explain(config: Config, req: ExplainRequest<'_>) -> Explanation {
 }
 
 async fn walk(config: Config, req: &ExplainRequest<'_>, out: &mut String) -> Result<(), GateError> {
-    let raw_path = req.path.split('?').next().unwrap_or(req.path);
-    let canonical = match routing::canonicalize(raw_path) {
-        Ok(c) => c,
-        Err(why) => {
-            let _ = writeln!(out, "path: refused: {why}");
-            return Err(why.into());
-        }
-    };
-    let path = canonical.matched();
-    let Some(route) = routing::find(&config.routes, req.host, &req.method, path).cloned() else {
-        let _ = writeln!(out, "route: no route matches {} {path}", req.method);
-        return Err(GateError::NoRoute);
-    };
-    let _ = writeln!(out, "route: {} (matched {} {path})", route.name, req.method);
-    if let Err(why) = route.check_parameters(&canonical) {
-        let _ = writeln!(out, "path: refused: {why}");
-        return Err(why.into());
+    let uri: Uri = req
+        .path
+        .parse()
+        .map_err(|_| GateError::BadRequest("the request target is not a valid URI"))?;
+    let mut headers = HeaderMap::new();
+    if let Some(h) = req.host {
+        let v = HeaderValue::from_str(h)
+            .map_err(|_| GateError::BadRequest("the Host header is not valid"))?;
+        headers.insert(header::HOST, v);
+    }
+    if let Some(t) = req.token {
+        describe_token(t, out);
+        let v = HeaderValue::from_str(&format!("Bearer {t}"))
+            .map_err(|_| GateError::from(crate::error::AuthFailure::Malformed))?;
+        headers.insert(header::AUTHORIZATION, v);
+    } else {
+        out.push_str("token: none given\n");
     }
 
-    let upstream_name = |index: usize, config: &Config| {
-        config
-            .upstreams
-            .get(index)
-            .map(|u| format!("{} ({})", u.name, u.url))
-            .unwrap_or_default()
-    };
-
-    let (allow, providers) = match &route.access {
-        Access::Public => {
-            out.push_str("auth: none (public route)\n");
-            let _ = writeln!(out, "upstream: {}", upstream_name(route.upstream, &config));
-            return Ok(());
-        }
-        Access::Jwt {
-            allow, providers, ..
-        } => (allow.clone(), providers.clone()),
-    };
-    let Some(token) = req.token else {
-        out.push_str("token: none given\n");
-        return Err(crate::error::AuthFailure::MissingToken.into());
-    };
-    describe_token(token, out);
-
-    let trusted = config.organizations.clone();
-    let config_for_names = config.clone();
     // A private registry: explain exports nothing, but the JWKS cache counts into one.
     let metrics = match Metrics::new(false) {
-        Ok(m) => std::sync::Arc::new(m),
+        Ok(m) => Arc::new(m),
         Err(e) => {
             let _ = writeln!(out, "setup: {e}");
             return Err(crate::error::AuthFailure::JwksUnavailable.into());
         }
     };
-    let runtime = match Snapshot::build(config, &metrics, &Arc::new(TokenCache::default()), None) {
-        Ok(built) => built,
+    let snapshot = match Snapshot::build(config, &metrics, &Arc::new(TokenCache::default()), None) {
+        Ok(s) => s,
         Err(e) => {
             let _ = writeln!(out, "setup: {e}");
             return Err(crate::error::AuthFailure::JwksUnavailable.into());
         }
     };
-    let jwks: Vec<_> = runtime
-        .verifier
-        .inner()
-        .providers()
-        .iter()
-        .map(|p| p.jwks.clone())
-        .collect();
-    for j in &jwks {
-        match j.refresh().await {
+    for p in snapshot.verifier.inner().providers() {
+        match p.jwks.refresh().await {
             Ok(_) => {
-                let n = j.keys().map_or(0, |l| l.keys.len());
-                let _ = writeln!(out, "jwks: {} usable keys for issuer {}", n, j.issuer());
+                let n = p.jwks.keys().map_or(0, |l| l.keys.len());
+                let _ = writeln!(out, "jwks: {n} usable keys for issuer {}", p.config.issuer);
             }
             Err(e) => {
-                let _ = writeln!(out, "jwks: not loaded for issuer {}: {e}", j.issuer());
+                let _ = writeln!(out, "jwks: not loaded for issuer {}: {e}", p.config.issuer);
             }
         }
     }
-    let identity = match runtime
-        .verifier
-        .verify(token, providers.as_deref(), now_secs())
-        .await
-    {
-        Ok(identity) => {
-            out.push_str("verification: signature, issuer, audience and times ok\n");
-            identity
-        }
-        Err(reason) => {
-            let _ = writeln!(out, "verification: failed: {reason}");
-            return Err(reason.into());
-        }
+
+    let facts = RequestFacts {
+        method: &req.method,
+        uri: &uri,
+        headers: &headers,
+        client: IpAddr::from([127, 0, 0, 1]),
+        tls: false,
+        request_id: "explain",
+        now: now_secs(),
     };
-    match authorize(&identity, &allow, trusted.as_ref()) {
-        Ok(()) => {
-            let _ = writeln!(
-                out,
-                "authorization: ok (organization {}, scopes {})",
-                identity.organization.as_deref().unwrap_or("-"),
-                if identity.scopes.is_empty() {
-                    "-".to_string()
-                } else {
-                    identity.scopes.join(" ")
-                }
-            );
+    let decision = decide(&snapshot, &facts).await;
+    match decision.route {
+        Some(r) => {
+            let _ = writeln!(out, "route: {} ({} {})", r.name, req.method, uri.path());
         }
-        Err(reason) => {
-            let _ = writeln!(out, "authorization: failed: {reason}");
-            return Err(reason.into());
+        None => {
+            let _ = writeln!(out, "route: none matched {} {}", req.method, uri.path());
         }
     }
-    let index = route.upstream_for(identity.organization.as_deref());
-    let _ = writeln!(out, "upstream: {}", upstream_name(index, &config_for_names));
+    if let Some(id) = &decision.identity {
+        let _ = writeln!(
+            out,
+            "identity: verified (organization {}, subject {}, scopes {})",
+            id.organization.as_deref().unwrap_or("-"),
+            id.subject.as_deref().unwrap_or("-"),
+            if id.scopes.is_empty() {
+                "-".to_string()
+            } else {
+                id.scopes.join(" ")
+            }
+        );
+        let _ = writeln!(
+            out,
+            "authorization: {}",
+            if decision.authorized { "ok" } else { "failed" }
+        );
+    }
+    let forward = decision.verdict?;
+    let upstream = snapshot.config.upstreams.get(forward.upstream);
+    let _ = writeln!(
+        out,
+        "upstream: {} ({}), path sent: {}{}",
+        upstream.map_or("-", |u| u.name.as_str()),
+        upstream.map_or(String::new(), |u| u.url.to_string()),
+        forward.path,
+        forward
+            .query
+            .as_deref()
+            .map_or(String::new(), |q| format!("?{q}"))
+    );
+    for (name, value) in &forward.rewrite.set {
+        // The credential itself is never printed.
+        let shown = if name == header::AUTHORIZATION {
+            "Bearer [the verified token]".to_string()
+        } else {
+            String::from_utf8_lossy(value.as_bytes()).into_owned()
+        };
+        let _ = writeln!(out, "header set: {name}: {shown}");
+    }
     Ok(())
 }
 

@@ -17,14 +17,14 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 
 use crate::access::{AccessLine, CountedBody, LoggedBody};
-use crate::auth::{Identity, authorize, token, verify::now_secs};
-use crate::config::Config;
-use crate::error::{AuthFailure, GateError, UpstreamFailure};
+use crate::auth::{Identity, verify::now_secs};
+use crate::decision::{RequestFacts, decide};
+use crate::error::{GateError, UpstreamFailure};
 use crate::metrics::{Metrics, method_label};
 use crate::proxy::Tunnels;
 use crate::proxy::client::ResponseBody;
 use crate::proxy::headers::{self, Carried, X_REQUEST_ID};
-use crate::routing::{self, Access, Route};
+use crate::routing::Route;
 use crate::snapshot::Snapshot;
 
 /// The response body the gateway returns.
@@ -35,7 +35,8 @@ pub struct Gateway {
     snapshot: ArcSwap<Snapshot>,
     metrics: Arc<Metrics>,
     draining: AtomicBool,
-    proto: &'static str,
+    /// Whether clients connect over TLS (`X-Forwarded-Proto`).
+    tls: bool,
     tunnels: Tunnels,
 }
 
@@ -55,7 +56,7 @@ impl Gateway {
             snapshot: ArcSwap::from_pointee(snapshot),
             metrics,
             draining: AtomicBool::new(false),
-            proto: if tls { "https" } else { "http" },
+            tls,
             tunnels: Tunnels::new(),
         }
     }
@@ -199,66 +200,36 @@ impl Gateway {
         line: &mut AccessLine,
         outcome: &mut Outcome<'r>,
     ) -> Result<Response<Body>, GateError> {
-        let request_id = line.request_id.as_str();
         if self.is_draining() {
             return Err(GateError::Draining);
         }
-        let config = &snap.config;
-        // One canonical path, matched and forwarded alike.
-        let path = routing::canonicalize(req.uri().path())?;
-        if req.headers().get_all(header::AUTHORIZATION).iter().count() > 1 {
-            return Err(GateError::BadRequest(
-                "the request has more than one Authorization header",
-            ));
-        }
-        let host = request_host(&req)?;
-
-        // Route.
-        let route = routing::find(
-            &config.routes,
-            host.as_deref(),
-            req.method(),
-            path.matched(),
-        )
-        .ok_or(GateError::NoRoute)?;
-        outcome.route = Some(route);
-        line.route = Some(route.name.clone());
-        route.check_parameters(&path)?;
-
-        // Authenticate and authorize.
-        let (identity, token) = match &route.access {
-            Access::Public => (None, None),
-            Access::Jwt {
-                allow,
-                providers,
-                token_sources,
-            } => {
-                let token = token::extract(token_sources, req.headers(), req.uri().query())
-                    .ok_or(AuthFailure::MissingToken)?;
-                let identity = snap
-                    .verifier
-                    .verify(&token, providers.as_deref(), now_secs())
-                    .await?;
-                outcome.identity = Some(identity.clone());
-                authorize(&identity, allow, config.organizations.as_ref())?;
-                check_binding(config, &identity, req.uri().query())?;
-                outcome.authorized = true;
-                (Some(identity), Some(token))
-            }
+        let request_id = line.request_id.clone();
+        let facts = RequestFacts {
+            method: req.method(),
+            uri: req.uri(),
+            headers: req.headers(),
+            client: peer.ip(),
+            tls: self.tls,
+            request_id: &request_id,
+            now: now_secs(),
         };
-
-        // Choose the upstream.
-        let upstream_index =
-            route.upstream_for(identity.as_ref().and_then(|i| i.organization.as_deref()));
-        outcome.upstream = Some(upstream_index);
+        let decision = decide(snap, &facts).await;
+        outcome.route = decision.route;
+        outcome.identity = decision.identity;
+        outcome.authorized = decision.authorized;
+        line.route = decision.route.map(|r| r.name.clone());
+        let forward = decision.verdict?;
+        let Some(route) = decision.route else {
+            return Err(GateError::NoRoute);
+        };
+        outcome.upstream = Some(forward.upstream);
         let upstream = snap
             .upstreams
-            .get(upstream_index)
+            .get(forward.upstream)
             .ok_or(GateError::NoRoute)?;
 
-        // Rewrite.
         let uri = upstream
-            .uri(route.upstream_path(&path), req.uri().query())
+            .uri(&forward.path, forward.query.as_deref())
             .map_err(|_| GateError::BadRequest("the request target cannot be forwarded"))?;
         let (mut parts, body) = req.into_parts();
         parts.uri = uri;
@@ -269,19 +240,7 @@ impl Gateway {
             .extensions
             .remove::<OnUpgrade>()
             .filter(|_| carried.is_upgrade());
-        let forwarded_token = token
-            .as_deref()
-            .filter(|_| config.forwarding.forward_authorization);
-        rewrite_request_headers(
-            config,
-            &mut parts.headers,
-            identity.as_deref(),
-            forwarded_token,
-            peer,
-            self.proto,
-            host.as_deref(),
-            request_id,
-        );
+        forward.rewrite.apply(&mut parts.headers);
         carried.restore(&mut parts.headers);
         if upstream.config.protocol.is_http2() {
             // `:authority` names the upstream; a `Host` beside it that differs
@@ -291,7 +250,7 @@ impl Gateway {
         }
 
         // Forward.
-        let limit = config.limits.max_request_body_bytes;
+        let limit = snap.config.limits.max_request_body_bytes;
         if limit.is_some_and(|l| content_length(&parts.headers).is_some_and(|n| n > l)) {
             return Err(GateError::Upstream(UpstreamFailure::BodyTooLarge));
         }
@@ -317,11 +276,11 @@ impl Gateway {
             .with_label_values(&[name, resp.status().as_str()])
             .inc();
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-            return self.switch_protocols(resp, client_upgrade, route, request_id);
+            return self.switch_protocols(resp, client_upgrade, route, &request_id);
         }
         let (mut parts, body) = resp.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers);
-        if let Ok(v) = HeaderValue::from_str(request_id) {
+        if let Ok(v) = HeaderValue::from_str(&request_id) {
             parts.headers.insert(X_REQUEST_ID, v);
         }
         Ok(Response::from_parts(parts, body))
@@ -351,112 +310,6 @@ impl<'a> Inflight<'a> {
 impl Drop for Inflight<'_> {
     fn drop(&mut self) {
         self.0.dec();
-    }
-}
-
-/// The request's host, read the same way over HTTP/1.1 and HTTP/2: the
-/// URI's authority (HTTP/2 `:authority`, HTTP/1.1 absolute-form), else the
-/// one `Host` header. Two hosts that disagree, or several `Host` headers,
-/// leave the route and the upstream free to read different hosts: 400.
-fn request_host(req: &Request<Incoming>) -> Result<Option<String>, GateError> {
-    let mut hosts = req.headers().get_all(header::HOST).iter();
-    let host = hosts.next();
-    if hosts.next().is_some() {
-        return Err(GateError::BadRequest(
-            "the request has more than one Host header",
-        ));
-    }
-    let host = match host.map(|h| h.to_str()) {
-        Some(Ok(h)) => Some(h),
-        Some(Err(_)) => return Err(GateError::BadRequest("the Host header is not valid")),
-        None => None,
-    };
-    match (req.uri().authority(), host) {
-        (Some(a), _) if a.as_str().contains('@') => Err(GateError::BadRequest(
-            "the request authority must not carry user information",
-        )),
-        (Some(a), Some(h)) if !a.as_str().eq_ignore_ascii_case(h) => Err(GateError::BadRequest(
-            "the Host header disagrees with the request's authority",
-        )),
-        (Some(a), _) => Ok(Some(a.as_str().to_string())),
-        (None, h) => Ok(h.map(str::to_string)),
-    }
-}
-
-/// The caller may not name another organization than the verified one,
-/// and a token without one cannot pass where the upstream is told the
-/// tenant (APK would fall back to its default organization).
-fn check_binding(
-    config: &Config,
-    identity: &Identity,
-    query: Option<&str>,
-) -> Result<(), AuthFailure> {
-    if config.binding.header.is_some() && identity.organization.is_none() {
-        return Err(AuthFailure::MissingOrganization);
-    }
-    let (Some(param), Some(query)) = (&config.binding.query_param, query) else {
-        return Ok(());
-    };
-    let verified = identity.organization.as_deref();
-    let name = verified.and_then(|o| config.organizations.as_ref()?.get(o).map(String::as_str));
-    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
-        if k == param.as_str() && Some(v.as_ref()) != verified && Some(v.as_ref()) != name {
-            return Err(AuthFailure::OrganizationMismatch);
-        }
-    }
-    Ok(())
-}
-
-#[allow(clippy::too_many_arguments)]
-fn rewrite_request_headers(
-    config: &Config,
-    h: &mut http::HeaderMap,
-    identity: Option<&Identity>,
-    token: Option<&str>,
-    peer: SocketAddr,
-    proto: &'static str,
-    host: Option<&str>,
-    request_id: &str,
-) {
-    headers::strip_hop_by_hop(h);
-    // Identity, tenant and proxy headers are stripped on every route,
-    // public ones included, so an upstream can trust them whenever they
-    // are present.
-    let f = &config.forwarding;
-    headers::strip_spoofable(
-        h,
-        f.identity_header_names()
-            .chain(config.binding.header.as_ref())
-            .chain(std::iter::once(&headers::X_WSO2_ORGANIZATION)),
-    );
-    headers::set_authorization(h, token);
-    headers::join_cookies(h);
-    if let Some(v) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
-        h.insert(header::HOST, v);
-    }
-    headers::set_forwarded(h, peer.ip(), proto, host);
-    if let Ok(v) = HeaderValue::from_str(request_id) {
-        h.insert(X_REQUEST_ID, v);
-    }
-    let Some(id) = identity else { return };
-    let mut set = |name: &http::HeaderName, value: Option<&str>| {
-        if let Some(v) = value.and_then(|v| HeaderValue::from_str(v).ok()) {
-            h.insert(name.clone(), v);
-        }
-    };
-    set(&f.user, id.username.as_deref());
-    set(&f.organization, id.organization.as_deref());
-    set(&f.subject, id.subject.as_deref());
-    for (claim, name) in &f.claims {
-        set(name, id.claim_value(claim).as_deref());
-    }
-    if let (Some(b), Some(org)) = (&config.binding.header, id.organization.as_deref()) {
-        let name = config
-            .organizations
-            .as_ref()
-            .and_then(|o| o.get(org))
-            .map_or(org, String::as_str);
-        set(b, Some(name));
     }
 }
 

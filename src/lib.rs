@@ -11,6 +11,7 @@ pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod decision;
 pub mod demo;
 pub mod error;
 pub mod explain;

@@ -108,10 +108,12 @@ fn harness() -> Harness {
         Allow {
             organizations: Organizations::AnyPresent,
             scopes: vec!["apk:api_view".into()],
+            ..Allow::default()
         },
         Allow {
             organizations: Organizations::OneOf(["org_abc123".to_string()].into()),
             scopes: vec!["apk:api_create".into(), "apk:api_view".into()],
+            ..Allow::default()
         },
     ];
     Harness {

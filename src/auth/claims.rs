@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use serde_json::{Map, Value};
 
 use super::policy::{Allow, ClaimRef, Organizations};
-use crate::config::ProviderConfig;
+use crate::config::{OrganizationBinding, ProviderConfig};
 use crate::error::AuthFailure;
 
 /// Who a verified token speaks for.
@@ -133,6 +133,31 @@ pub fn authorize(
     Ok(())
 }
 
+/// The caller may not name another organization than the verified one,
+/// and a token without one cannot pass where the upstream is told the
+/// tenant (APK would fall back to its default organization).
+pub fn check_binding(
+    binding: &OrganizationBinding,
+    trusted: Option<&HashMap<String, String>>,
+    identity: &Identity,
+    query: Option<&str>,
+) -> Result<(), AuthFailure> {
+    if binding.header.is_some() && identity.organization.is_none() {
+        return Err(AuthFailure::MissingOrganization);
+    }
+    let (Some(param), Some(query)) = (&binding.query_param, query) else {
+        return Ok(());
+    };
+    let verified = identity.organization.as_deref();
+    let name = verified.and_then(|o| trusted?.get(o).map(String::as_str));
+    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+        if k == param.as_str() && Some(v.as_ref()) != verified && Some(v.as_ref()) != name {
+            return Err(AuthFailure::OrganizationMismatch);
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,6 +181,7 @@ mod tests {
                 Some(o) => Organizations::OneOf(o.iter().map(|s| s.to_string()).collect()),
             },
             scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            claims: Vec::new(),
         }
     }
 

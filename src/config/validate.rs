@@ -764,7 +764,10 @@ fn claim_rule(
         OneOrMany::Many(vs) => vs,
     };
     if values.is_empty() {
-        p.add(path, "lists no value, so nobody could pass; remove the rule instead");
+        p.add(
+            path,
+            "lists no value, so nobody could pass; remove the rule instead",
+        );
         return None;
     }
     let mut out = Vec::new();

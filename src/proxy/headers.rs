@@ -3,6 +3,9 @@
 
 use std::net::IpAddr;
 
+use crate::auth::Identity;
+use crate::config::Config;
+
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// `X-Request-Id`.
@@ -174,31 +177,91 @@ pub fn strip_spoofable<'a>(
     }
 }
 
-/// Sets `X-Forwarded-For`, `-Proto` and `-Host` from what the gateway saw
-/// on this hop. Whatever the client sent in them was removed before: a
-/// sidecar has no trusted proxy in front whose word it could take.
-pub fn set_forwarded(
-    headers: &mut HeaderMap,
-    client: IpAddr,
-    proto: &'static str,
-    host: Option<&str>,
-) {
-    if let Ok(v) = HeaderValue::from_str(&client.to_string()) {
-        headers.insert(X_FORWARDED_FOR, v);
-    }
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-    headers.remove(X_FORWARDED_HOST);
-    if let Some(v) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
-        headers.insert(X_FORWARDED_HOST, v);
-    }
+/// What the gateway does to a request's headers on the way upstream: one
+/// value, computed by the decision and applied by the gateway (and printed
+/// by `explain`), so the two cannot differ.
+#[derive(Debug, Clone, Default)]
+pub struct Rewrite {
+    /// Removed from every request whatever they say, with their `_`
+    /// spellings: identity, tenant and claims headers. (Hop-by-hop
+    /// headers, those `Connection` names, proxy headers such as
+    /// `Forwarded` and `X-Forwarded-*`, and `Authorization` always go too.)
+    pub protected: Vec<HeaderName>,
+    /// Then set, from what the gateway saw and verified.
+    pub set: Vec<(HeaderName, HeaderValue)>,
 }
 
-/// Only the verified credential goes upstream: exactly `Bearer <token>`
-/// when `token` is given, no `Authorization` at all otherwise.
-pub fn set_authorization(headers: &mut HeaderMap, token: Option<&str>) {
-    headers.remove(header::AUTHORIZATION);
-    if let Some(v) = token.and_then(|t| HeaderValue::from_str(&format!("Bearer {t}")).ok()) {
-        headers.insert(header::AUTHORIZATION, v);
+/// What the request is, for [`Rewrite::new`].
+pub struct Seen<'a> {
+    /// The client's address.
+    pub client: IpAddr,
+    /// `http` or `https`, as the client connected.
+    pub proto: &'static str,
+    /// The request's host.
+    pub host: Option<&'a str>,
+    /// The request id.
+    pub request_id: &'a str,
+}
+
+impl Rewrite {
+    /// The rewrite for a request with `identity` (none on public routes),
+    /// forwarding `token` as the only credential (none: no `Authorization`).
+    pub fn new(
+        config: &Config,
+        identity: Option<&Identity>,
+        token: Option<&str>,
+        seen: &Seen<'_>,
+    ) -> Rewrite {
+        let f = &config.forwarding;
+        let protected = f
+            .identity_header_names()
+            .chain(config.binding.header.as_ref())
+            .chain(std::iter::once(&X_WSO2_ORGANIZATION))
+            .cloned()
+            .collect();
+        let mut set = Vec::with_capacity(8);
+        let mut add = |name: &HeaderName, value: Option<&str>| {
+            if let Some(v) = value.and_then(|v| HeaderValue::from_str(v).ok()) {
+                set.push((name.clone(), v));
+            }
+        };
+        add(
+            &header::AUTHORIZATION,
+            token.map(|t| format!("Bearer {t}")).as_deref(),
+        );
+        add(&header::HOST, seen.host);
+        add(&X_FORWARDED_FOR, Some(&seen.client.to_string()));
+        add(&X_FORWARDED_PROTO, Some(seen.proto));
+        add(&X_FORWARDED_HOST, seen.host);
+        add(&X_REQUEST_ID, Some(seen.request_id));
+        if let Some(id) = identity {
+            add(&f.user, id.username.as_deref());
+            add(&f.organization, id.organization.as_deref());
+            add(&f.subject, id.subject.as_deref());
+            for (claim, name) in &f.claims {
+                add(name, id.claim_value(claim).as_deref());
+            }
+            if let (Some(b), Some(org)) = (&config.binding.header, id.organization.as_deref()) {
+                let name = config
+                    .organizations
+                    .as_ref()
+                    .and_then(|o| o.get(org))
+                    .map_or(org, String::as_str);
+                add(b, Some(name));
+            }
+        }
+        Rewrite { protected, set }
+    }
+
+    /// Applies the rewrite to the request's headers.
+    pub fn apply(&self, h: &mut HeaderMap) {
+        strip_hop_by_hop(h);
+        strip_spoofable(h, self.protected.iter());
+        h.remove(header::AUTHORIZATION);
+        join_cookies(h);
+        for (name, value) in &self.set {
+            h.insert(name.clone(), value.clone());
+        }
     }
 }
 
@@ -324,20 +387,5 @@ mod tests {
         join_cookies(&mut h);
         assert_eq!(h.get_all(header::COOKIE).iter().count(), 1);
         assert_eq!(h[header::COOKIE], "a=1; b=2");
-    }
-
-    #[test]
-    fn forwarded_headers() {
-        let mut h = HeaderMap::new();
-        h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
-        set_forwarded(
-            &mut h,
-            "127.0.0.1".parse().unwrap(),
-            "http",
-            Some("api.example.com"),
-        );
-        assert_eq!(h[X_FORWARDED_FOR], "127.0.0.1");
-        assert_eq!(h[X_FORWARDED_PROTO], "http");
-        assert_eq!(h[X_FORWARDED_HOST], "api.example.com");
     }
 }

@@ -1,0 +1,177 @@
+//! The one decision about a request: refuse it (and why), or forward it
+//! (where, with which path and headers). The gateway acts on it and
+//! `explain` prints it; nothing else decides, so the two cannot disagree.
+//!
+//! Pure but for token verification, which may fetch keys (an unknown
+//! `kid`), and the rate limiter's state: request facts in, a [`Decision`]
+//! out.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use http::{HeaderMap, Method, Uri, header};
+
+use crate::auth::claims::check_binding;
+use crate::auth::{Identity, authorize, token};
+use crate::error::{AuthFailure, GateError};
+use crate::proxy::headers::{Rewrite, Seen};
+use crate::routing::{self, Access, Route};
+use crate::snapshot::Snapshot;
+
+/// What is known of a request when it is decided on: its head and its
+/// connection.
+pub struct RequestFacts<'a> {
+    /// Method.
+    pub method: &'a Method,
+    /// Target (path and query; authority for HTTP/2 and absolute-form).
+    pub uri: &'a Uri,
+    /// Headers as received.
+    pub headers: &'a HeaderMap,
+    /// The client's address.
+    pub client: IpAddr,
+    /// Whether the client connected over TLS.
+    pub tls: bool,
+    /// The request id (the client's if sane, else a fresh one).
+    pub request_id: &'a str,
+    /// Seconds since the epoch, for the token's times.
+    pub now: u64,
+}
+
+/// The decision, with what was learned on the way (for metrics, logs and
+/// `explain`, whichever way it went).
+pub struct Decision<'s> {
+    /// The matched route.
+    pub route: Option<&'s Route>,
+    /// The verified identity.
+    pub identity: Option<Arc<Identity>>,
+    /// Whether the identity passed every check of the route.
+    pub authorized: bool,
+    /// Forward, or refuse with this error.
+    pub verdict: Result<Forward, GateError>,
+}
+
+/// Where and how a request goes upstream.
+#[derive(Debug, Clone)]
+pub struct Forward {
+    /// Index into the snapshot's upstreams.
+    pub upstream: usize,
+    /// The path sent upstream (canonical, less a stripped prefix), without
+    /// the upstream's base path.
+    pub path: String,
+    /// The query, byte for byte.
+    pub query: Option<String>,
+    /// What happens to the headers.
+    pub rewrite: Rewrite,
+}
+
+/// Decides on one request against `snapshot`.
+pub async fn decide<'s>(snapshot: &'s Snapshot, req: &RequestFacts<'_>) -> Decision<'s> {
+    let mut decision = Decision {
+        route: None,
+        identity: None,
+        authorized: false,
+        verdict: Err(GateError::NoRoute),
+    };
+    decision.verdict = walk(snapshot, req, &mut decision).await;
+    decision
+}
+
+async fn walk<'s>(
+    snapshot: &'s Snapshot,
+    req: &RequestFacts<'_>,
+    decision: &mut Decision<'s>,
+) -> Result<Forward, GateError> {
+    let config = &snapshot.config;
+    // One canonical path, matched and forwarded alike.
+    let path = routing::canonicalize(req.uri.path())?;
+    if req.headers.get_all(header::AUTHORIZATION).iter().count() > 1 {
+        return Err(GateError::BadRequest(
+            "the request has more than one Authorization header",
+        ));
+    }
+    let host = request_host(req.uri, req.headers)?;
+
+    // Route.
+    let route = routing::find(&config.routes, host.as_deref(), req.method, path.matched())
+        .ok_or(GateError::NoRoute)?;
+    decision.route = Some(route);
+    route.check_parameters(&path)?;
+
+    // Authenticate and authorize.
+    let (identity, token) = match &route.access {
+        Access::Public => (None, None),
+        Access::Jwt {
+            allow,
+            providers,
+            token_sources,
+        } => {
+            let query = req.uri.query();
+            let token = token::extract(token_sources, req.headers, query)
+                .ok_or(AuthFailure::MissingToken)?;
+            let identity = snapshot
+                .verifier
+                .verify(&token, providers.as_deref(), req.now)
+                .await?;
+            decision.identity = Some(identity.clone());
+            authorize(&identity, allow, config.organizations.as_ref())?;
+            check_binding(
+                &config.binding,
+                config.organizations.as_ref(),
+                &identity,
+                query,
+            )?;
+            decision.authorized = true;
+            (Some(identity), Some(token))
+        }
+    };
+
+    // Choose the upstream.
+    let organization = identity.as_ref().and_then(|i| i.organization.as_deref());
+    let upstream = route.upstream_for(organization);
+
+    // Rewrite.
+    let forwarded_token = token
+        .as_deref()
+        .filter(|_| config.forwarding.forward_authorization);
+    let seen = Seen {
+        client: req.client,
+        proto: if req.tls { "https" } else { "http" },
+        host: host.as_deref(),
+        request_id: req.request_id,
+    };
+    Ok(Forward {
+        upstream,
+        path: route.upstream_path(&path).to_string(),
+        query: req.uri.query().map(str::to_string),
+        rewrite: Rewrite::new(config, identity.as_deref(), forwarded_token, &seen),
+    })
+}
+
+/// The request's host, read the same way over HTTP/1.1 and HTTP/2: the
+/// URI's authority (HTTP/2 `:authority`, HTTP/1.1 absolute-form), else the
+/// one `Host` header. Two hosts that disagree, or several `Host` headers,
+/// leave the route and the upstream free to read different hosts: 400.
+fn request_host(uri: &Uri, headers: &HeaderMap) -> Result<Option<String>, GateError> {
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(GateError::BadRequest(
+            "the request has more than one Host header",
+        ));
+    }
+    let host = match host.map(|h| h.to_str()) {
+        Some(Ok(h)) => Some(h),
+        Some(Err(_)) => return Err(GateError::BadRequest("the Host header is not valid")),
+        None => None,
+    };
+    match (uri.authority(), host) {
+        (Some(a), _) if a.as_str().contains('@') => Err(GateError::BadRequest(
+            "the request authority must not carry user information",
+        )),
+        (Some(a), Some(h)) if !a.as_str().eq_ignore_ascii_case(h) => Err(GateError::BadRequest(
+            "the Host header disagrees with the request's authority",
+        )),
+        (Some(a), _) => Ok(Some(a.as_str().to_string())),
+        (None, h) => Ok(h.map(str::to_string)),
+    }
+}
