@@ -46,7 +46,7 @@ impl ClaimRule {
             Value::String(s) => self.values.iter().any(|w| w == s),
             Value::Number(_) | Value::Bool(_) => {
                 let text = v.to_string();
-                self.values.iter().any(|w| *w == text)
+                self.values.contains(&text)
             }
             _ => false,
         };
