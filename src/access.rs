@@ -4,8 +4,8 @@
 
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -32,6 +32,9 @@ pub struct AccessLine {
     pub path: String,
     /// Route name, once matched.
     pub route: Option<String>,
+    /// Where the deciding layer notes the route as soon as it matches, so
+    /// a request dropped half-way still names its route.
+    pub route_note: Arc<OnceLock<String>>,
     /// Response status; `None` until the response exists.
     pub status: Option<u16>,
     /// Verified organization.
@@ -68,6 +71,7 @@ impl AccessLine {
             method,
             path,
             route: None,
+            route_note: Arc::new(OnceLock::new()),
             status: None,
             org: None,
             sub: None,
@@ -88,6 +92,9 @@ impl AccessLine {
 
 impl Drop for AccessLine {
     fn drop(&mut self) {
+        if self.route.is_none() {
+            self.route = self.route_note.get().cloned();
+        }
         let status = match self.status {
             Some(s) => s,
             None => {

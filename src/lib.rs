@@ -16,6 +16,7 @@ pub mod demo;
 pub mod error;
 pub mod explain;
 pub mod gateway;
+pub mod layer;
 pub mod logging;
 pub mod metrics;
 pub mod proxy;
@@ -25,6 +26,8 @@ pub mod secret;
 pub mod server;
 pub mod snapshot;
 pub mod tls;
+
+pub use layer::{AuthLayer, Verified};
 
 /// Version, commit and features, for `idp-gate version` and logs.
 pub fn version_line() -> String {

@@ -1,6 +1,7 @@
 //! Forwarding: header rewriting and the pooled upstream clients.
 
 pub mod client;
+pub mod forward;
 pub mod headers;
 pub mod upgrade;
 

@@ -1,0 +1,233 @@
+//! The policy as a tower layer: [`AuthLayer`] wraps any
+//! `Service<http::Request<B>>`, decides on each request with the same
+//! [`decide`] the sidecar uses, answers refusals itself (the same JSON and
+//! `WWW-Authenticate`), and hands the rest on with a [`Verified`] in the
+//! request's extensions. The sidecar's own request path is this layer
+//! around its forwarding service.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use idp_gate::{AuthLayer, Verified};
+//! let config = idp_gate::config::Config::load("idp-gate.yaml".as_ref())?;
+//! let auth = AuthLayer::from_config(config)?;
+//! // e.g. axum: Router::new().route(...).layer(auth)
+//! # Ok(()) }
+//! ```
+
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr};
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{Either, Full};
+use tower::{Layer, Service};
+
+use crate::auth::Identity;
+use crate::auth::cache::TokenCache;
+use crate::auth::verify::now_secs;
+use crate::config::Config;
+use crate::decision::{Forward, RequestFacts, decide};
+use crate::error::GateError;
+use crate::metrics::Metrics;
+use crate::proxy::headers;
+use crate::snapshot::Snapshot;
+use crate::tls::{self, TlsError};
+
+/// The connection a request came on: the client's address (for
+/// `X-Forwarded-For`) and whether it used TLS. Put it in the request's
+/// extensions; without it the client is `0.0.0.0` over plain HTTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientInfo {
+    /// The client's address.
+    pub addr: IpAddr,
+    /// Whether it connected over TLS.
+    pub tls: bool,
+}
+
+/// The request id to use, if the caller already chose one (the sidecar
+/// does, for its access line); otherwise the client's sane `X-Request-Id`
+/// or a fresh one.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// Where the matched route's name is written as soon as it is known, for a
+/// caller that must name it even if the request is dropped half-way.
+#[derive(Debug, Clone, Default)]
+pub struct RouteNote(pub Arc<OnceLock<String>>);
+
+/// What passed: in the extensions of every request the layer lets through.
+#[derive(Clone)]
+pub struct Verified {
+    /// The configuration the request was decided on.
+    pub snapshot: Arc<Snapshot>,
+    /// The matched route's name.
+    pub route: String,
+    /// The verified identity (`None` on public routes).
+    pub identity: Option<Arc<Identity>>,
+    /// Where and how the sidecar would forward it.
+    pub forward: Forward,
+    /// The request id.
+    pub request_id: String,
+}
+
+/// What was decided: in the extensions of every response the layer
+/// returns, refusals included, for metrics and logs.
+#[derive(Debug, Clone, Default)]
+pub struct Decided {
+    /// The matched route's name.
+    pub route: Option<String>,
+    /// The verified identity, even when authorization then failed.
+    pub identity: Option<Arc<Identity>>,
+    /// Whether the identity passed every check.
+    pub authorized: bool,
+    /// Why the layer refused, if it did.
+    pub refusal: Option<GateError>,
+}
+
+/// Why [`AuthLayer::from_config`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LayerError {
+    /// A CA bundle for the key fetches is unusable.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The layer's counters could not be set up.
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// Verification and authorization as a [`Layer`].
+#[derive(Clone)]
+pub struct AuthLayer {
+    snapshot: Arc<ArcSwap<Snapshot>>,
+}
+
+impl AuthLayer {
+    /// A layer enforcing `config`'s routes and providers. Starts the JWKS
+    /// refresh tasks, so call it inside a tokio runtime; until the keys are
+    /// loaded, protected routes answer 503 (fail closed).
+    pub fn from_config(config: Config) -> Result<AuthLayer, LayerError> {
+        tls::install_crypto_provider();
+        // A private registry: the layer's own counters are not exported.
+        let metrics = Metrics::new(false)?;
+        let snapshot = Snapshot::build(
+            config,
+            &Arc::new(metrics),
+            &Arc::new(TokenCache::default()),
+            None,
+        )?;
+        Ok(AuthLayer::from_snapshot(Arc::new(ArcSwap::from_pointee(
+            snapshot,
+        ))))
+    }
+
+    /// A layer deciding on whatever snapshot `source` holds at each
+    /// request (the sidecar swaps it on reload).
+    pub fn from_snapshot(source: Arc<ArcSwap<Snapshot>>) -> AuthLayer {
+        AuthLayer { snapshot: source }
+    }
+
+    /// The configuration in force.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = Auth<S>;
+
+    fn layer(&self, inner: S) -> Auth<S> {
+        Auth {
+            inner,
+            snapshot: self.snapshot.clone(),
+        }
+    }
+}
+
+/// The service [`AuthLayer`] makes.
+#[derive(Clone)]
+pub struct Auth<S> {
+    inner: S,
+    snapshot: Arc<ArcSwap<Snapshot>>,
+}
+
+/// A response of [`Auth`]: the layer's own refusal, or the inner service's.
+pub type AuthResponse<B> = Response<Either<Full<Bytes>, B>>;
+
+impl<S, B, RB> Service<Request<B>> for Auth<S>
+where
+    S: Service<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
+    S::Future: Send,
+    B: Send + 'static,
+{
+    type Response = AuthResponse<RB>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        // The clone that was polled ready is the one to call.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let snapshot = self.snapshot.load_full();
+        Box::pin(async move {
+            let request_id = match req.extensions().get::<RequestId>() {
+                Some(id) => id.0.clone(),
+                None => headers::request_id(req.headers()),
+            };
+            let client = req
+                .extensions()
+                .get::<ClientInfo>()
+                .copied()
+                .unwrap_or(ClientInfo {
+                    addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                    tls: false,
+                });
+            let facts = RequestFacts {
+                method: req.method(),
+                uri: req.uri(),
+                headers: req.headers(),
+                client: client.addr,
+                tls: client.tls,
+                request_id: &request_id,
+                now: now_secs(),
+            };
+            let decision = decide(&snapshot, &facts).await;
+            let route = decision.route.map(|r| r.name.clone());
+            if let (Some(note), Some(name)) = (req.extensions().get::<RouteNote>(), &route) {
+                let _ = note.0.set(name.clone());
+            }
+            let mut decided = Decided {
+                route: route.clone(),
+                identity: decision.identity.clone(),
+                authorized: decision.authorized,
+                refusal: None,
+            };
+            let forward = match decision.verdict {
+                Ok(forward) => forward,
+                Err(refusal) => {
+                    let mut resp = refusal.to_response(&request_id).map(Either::Left);
+                    decided.refusal = Some(refusal);
+                    resp.extensions_mut().insert(decided);
+                    return Ok(resp);
+                }
+            };
+            req.extensions_mut().insert(Verified {
+                snapshot: snapshot.clone(),
+                route: route.unwrap_or_default(),
+                identity: decision.identity,
+                forward,
+                request_id,
+            });
+            let mut resp = inner.call(req).await?.map(Either::Right);
+            resp.extensions_mut().insert(decided);
+            Ok(resp)
+        })
+    }
+}

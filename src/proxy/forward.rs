@@ -1,0 +1,213 @@
+//! The forwarding service: what the sidecar does with a request that the
+//! [`AuthLayer`](crate::layer::AuthLayer) let through. It acts on the
+//! [`Verified`] decision (upstream, path, header rewrite) and does the I/O:
+//! the body limit, the upstream exchange, upgrades.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::task::{Context, Poll};
+
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+
+use super::client::ResponseBody;
+use super::headers::{self, Carried, X_REQUEST_ID};
+use super::upgrade::Tunnels;
+use crate::access::CountedBody;
+use crate::error::{GateError, UpstreamFailure};
+use crate::layer::Verified;
+use crate::metrics::Metrics;
+
+/// Where the forwarder counts the request body's bytes (the access line's
+/// `bytes_in`), if the caller wants them.
+#[derive(Debug, Clone)]
+pub struct BytesIn(pub Arc<AtomicU64>);
+
+/// What the forwarder did: in the extensions of each of its responses.
+#[derive(Debug, Clone, Default)]
+pub struct Forwarded {
+    /// The upstream's name.
+    pub upstream: Option<String>,
+    /// Why no upstream response was relayed, if so.
+    pub error: Option<GateError>,
+}
+
+/// Sends verified requests upstream.
+#[derive(Clone)]
+pub struct Forwarder {
+    metrics: Arc<Metrics>,
+    tunnels: Arc<Tunnels>,
+}
+
+impl Forwarder {
+    /// A forwarder counting into `metrics`, keeping upgraded connections
+    /// in `tunnels`.
+    pub fn new(metrics: Arc<Metrics>, tunnels: Arc<Tunnels>) -> Forwarder {
+        Forwarder { metrics, tunnels }
+    }
+
+    async fn forward(
+        &self,
+        mut req: Request<Incoming>,
+        done: &mut Forwarded,
+    ) -> Result<Response<ResponseBody>, GateError> {
+        // Only the layer calls this, and only with its verdict attached.
+        let verified = req
+            .extensions_mut()
+            .remove::<Verified>()
+            .ok_or(GateError::NoRoute)?;
+        let bytes_in = req
+            .extensions_mut()
+            .remove::<BytesIn>()
+            .map_or_else(|| Arc::new(AtomicU64::new(0)), |b| b.0);
+        let snapshot = &verified.snapshot;
+        let forward = &verified.forward;
+        let upstream = snapshot
+            .upstreams
+            .get(forward.upstream)
+            .ok_or(GateError::NoRoute)?;
+        done.upstream = Some(upstream.config.name.clone());
+
+        let uri = upstream
+            .uri(&forward.path, forward.query.as_deref())
+            .map_err(|_| GateError::BadRequest("the request target cannot be forwarded"))?;
+        let (mut parts, body) = req.into_parts();
+        parts.uri = uri;
+        parts.version = upstream.version();
+        // Upgrades are HTTP/1.1's; an HTTP/2 upstream would need extended CONNECT.
+        let carried = Carried::read(&parts.headers, !upstream.config.protocol.is_http2());
+        let client_upgrade = parts
+            .extensions
+            .remove::<OnUpgrade>()
+            .filter(|_| carried.is_upgrade());
+        forward.rewrite.apply(&mut parts.headers);
+        carried.restore(&mut parts.headers);
+        if upstream.config.protocol.is_http2() {
+            // `:authority` names the upstream; a `Host` beside it that differs
+            // makes the request malformed (RFC 9113 §8.3.1). The client's host
+            // is in `X-Forwarded-Host`.
+            parts.headers.remove(header::HOST);
+        }
+
+        let limit = snapshot.config.limits.max_request_body_bytes;
+        if limit.is_some_and(|l| content_length(&parts.headers).is_some_and(|n| n > l)) {
+            return Err(GateError::Upstream(UpstreamFailure::BodyTooLarge));
+        }
+        let body = CountedBody::new(body, bytes_in, limit);
+        let name = upstream.config.name.as_str();
+        let resp = match upstream.send(Request::from_parts(parts, body)).await {
+            Ok(resp) => resp,
+            // The client's doing, not the upstream's: not counted against it.
+            Err(UpstreamFailure::BodyTooLarge) => {
+                return Err(GateError::Upstream(UpstreamFailure::BodyTooLarge));
+            }
+            Err(failure) => {
+                self.metrics
+                    .upstream_errors
+                    .with_label_values(&[name, failure.kind()])
+                    .inc();
+                return Err(GateError::Upstream(failure));
+            }
+        };
+        self.metrics
+            .upstream_requests
+            .with_label_values(&[name, resp.status().as_str()])
+            .inc();
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            return self.switch_protocols(resp, client_upgrade, &verified);
+        }
+        let (mut parts, body) = resp.into_parts();
+        headers::strip_hop_by_hop(&mut parts.headers);
+        if let Ok(v) = HeaderValue::from_str(&verified.request_id) {
+            parts.headers.insert(X_REQUEST_ID, v);
+        }
+        Ok(Response::from_parts(parts, body))
+    }
+
+    /// Relays an upstream's 101 and splices the two connections. A 101 the
+    /// client did not ask for (or that names no protocol) cannot be relayed:
+    /// the client would not know what the connection now speaks.
+    fn switch_protocols(
+        &self,
+        mut resp: Response<ResponseBody>,
+        client: Option<OnUpgrade>,
+        verified: &Verified,
+    ) -> Result<Response<ResponseBody>, GateError> {
+        let protocol = resp.headers().get(header::UPGRADE).cloned();
+        let (Some(client), Some(protocol)) = (client, protocol) else {
+            tracing::warn!(
+                request_id = %verified.request_id,
+                route = %verified.route,
+                "the upstream switched protocols without an upgrade to switch to"
+            );
+            return Err(GateError::Upstream(UpstreamFailure::Reset));
+        };
+        let upstream = hyper::upgrade::on(&mut resp);
+        let (mut parts, body) = resp.into_parts();
+        headers::strip_hop_by_hop(&mut parts.headers);
+        headers::set_upgrade(&mut parts.headers, protocol);
+        if let Ok(v) = HeaderValue::from_str(&verified.request_id) {
+            parts.headers.insert(X_REQUEST_ID, v);
+        }
+        // The (empty) body holds the upstream's connection slot: a tunnel
+        // keeps the connection, so it keeps the slot.
+        self.tunnels
+            .open(client, upstream, body, verified.request_id.clone());
+        self.metrics
+            .upgrades
+            .with_label_values(&[verified.route.as_str()])
+            .inc();
+        let empty = http_body_util::Empty::new().map_err(|never| match never {});
+        Ok(Response::from_parts(parts, empty.boxed()))
+    }
+}
+
+impl tower::Service<Request<Incoming>> for Forwarder {
+    type Response = Response<ResponseBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let mut done = Forwarded::default();
+            let request_id = req
+                .extensions()
+                .get::<Verified>()
+                .map(|v| v.request_id.clone())
+                .unwrap_or_default();
+            let mut resp = match this.forward(req, &mut done).await {
+                Ok(resp) => resp,
+                Err(e) => {
+                    let resp = e
+                        .to_response(&request_id)
+                        .map(|b| b.map_err(|never| match never {}).boxed());
+                    done.error = Some(e);
+                    resp
+                }
+            };
+            resp.extensions_mut().insert(done);
+            Ok(resp)
+        })
+    }
+}
+
+/// A declared `Content-Length`, if there is one and it is a number.
+fn content_length(h: &http::HeaderMap) -> Option<u64> {
+    h.get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
