@@ -476,32 +476,13 @@ fn parse_basic(value: &HeaderValue) -> Result<(String, String), OAuthError> {
 }
 
 /// RFC 6749 §2.3.1 has clients form-encode id and secret before Basic.
-/// Only `%XX` is decoded: `+` stays literal because few clients encode at
-/// all, and a literal `+` in a secret is likelier than an encoded space.
+/// Only `%XX` is decoded, not `+` as form decoding would: few clients
+/// encode at all, and a literal `+` in a secret is likelier than an encoded
+/// space. Bad escapes stay as they are and bad UTF-8 becomes U+FFFD.
 fn percent_decode(input: &str) -> String {
-    fn hex(c: u8) -> Option<u8> {
-        match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            b'A'..=b'F' => Some(c - b'A' + 10),
-            _ => None,
-        }
-    }
-    let mut out = Vec::with_capacity(input.len());
-    let mut rest = input.as_bytes();
-    while let Some((&b, tail)) = rest.split_first() {
-        if b == b'%'
-            && let [h, l, after @ ..] = tail
-            && let (Some(hi), Some(lo)) = (hex(*h), hex(*l))
-        {
-            out.push((hi << 4) | lo);
-            rest = after;
-        } else {
-            out.push(b);
-            rest = tail;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(input)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// Compares secrets in constant time. Hashing first makes the comparison
