@@ -1,0 +1,155 @@
+//! The policy as a library: the `axum_app` example (a small axum app
+//! behind `AuthLayer`) is built and run, and answers like the sidecar:
+//! the same refusals, and the verified identity in its handlers. Also the
+//! layer on its own, wrapping a plain tower service.
+
+mod support;
+
+use std::convert::Infallible;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response, header};
+use http_body_util::{BodyExt as _, Full};
+use idp_gate::{AuthLayer, Verified};
+use jsonwebtoken::Algorithm;
+use support::*;
+use tokio::io::AsyncBufReadExt;
+use tower::{Layer, Service};
+
+/// The example binary, built by `cargo test` next to the test binaries.
+fn example(name: &str) -> std::path::PathBuf {
+    let deps = std::env::current_exe().unwrap();
+    let dir = deps.parent().and_then(|d| d.parent()).unwrap();
+    dir.join("examples").join(name)
+}
+
+fn policy(jwks: &JwksServer) -> String {
+    format!(
+        r#"idp:
+  issuer: "{}"
+  jwksEndpoint: "{}"
+  audiences: ["{AUDIENCE}"]
+upstreams:
+  app: {{ url: "http://127.0.0.1:1" }}
+routes:
+  - {{ name: ping, match: {{ path: /public/ping }}, auth: none, upstream: app }}
+  - name: hello
+    match: {{ pathPrefix: /api }}
+    allow: {{ organizations: [org_abc] }}
+    upstream: app
+"#,
+        jwks.issuer(),
+        jwks.jwks_url()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_axum_example_is_protected_like_the_sidecar() {
+    let ring = ring(Algorithm::RS256);
+    let jwks = JwksServer::with_ring(ring.clone()).await;
+    let dir = std::env::temp_dir().join(format!("idp-gate-lib-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("policy.yaml");
+    std::fs::write(&config, policy(&jwks)).unwrap();
+    let bin = example("axum_app");
+    assert!(bin.is_file(), "{} is not built", bin.display());
+    let mut child = tokio::process::Command::new(&bin)
+        .arg(&config)
+        .arg("127.0.0.1:0")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+        .await
+        .expect("the example starts")
+        .unwrap()
+        .unwrap();
+    let addr = first.trim_start_matches("listening on ").to_string();
+    let c = client();
+    let get = |path: &str, token: Option<&str>| {
+        let mut req = Request::get(format!("http://{addr}{path}"));
+        if let Some(t) = token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        send(&c, req.body(empty()).unwrap())
+    };
+    let token = sign(&ring.active(), &claims(&jwks.issuer(), "org_abc", &[]));
+    // Fail closed until the keys are in, then let the right caller through.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let r = loop {
+        let r = get("/api/hello", Some(&token)).await;
+        if r.status != 503 {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "keys never loaded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), "hello auth0|user-1 of org_abc (route hello)");
+
+    let r = get("/api/hello", None).await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json()["error_description"], "missing_token");
+    assert_eq!(
+        r.header("www-authenticate").as_deref(),
+        Some(r#"Bearer realm="idp-gate""#)
+    );
+    let other = sign(&ring.active(), &claims(&jwks.issuer(), "org_other", &[]));
+    let r = get("/api/hello", Some(&other)).await;
+    assert_eq!(r.status, 403);
+    assert_eq!(r.json()["error_description"], "organization_denied");
+    let forged = sign(
+        &support::ring(Algorithm::RS256).active(),
+        &claims(&jwks.issuer(), "org_abc", &[]),
+    );
+    let r = get("/api/hello", Some(&forged)).await;
+    assert_eq!(r.status, 401);
+    assert!(
+        r.header("www-authenticate")
+            .unwrap()
+            .contains("invalid_token")
+    );
+    assert_eq!(get("/public/ping", None).await.text(), "pong");
+    assert_eq!(get("/nowhere", None).await.status, 404);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn the_layer_wraps_any_service_and_hands_it_the_identity() {
+    let ring = ring(Algorithm::RS256);
+    let jwks = JwksServer::with_ring(ring.clone()).await;
+    let config = parse_config(&policy(&jwks));
+    let layer = AuthLayer::from_config(config).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while layer.snapshot().readiness().is_err() {
+        assert!(Instant::now() < deadline, "keys never loaded");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let echo_identity = tower::service_fn(|req: Request<Full<Bytes>>| async move {
+        let v = req.extensions().get::<Verified>().cloned();
+        let org = v
+            .and_then(|v| v.identity)
+            .and_then(|i| i.organization.clone())
+            .unwrap_or_default();
+        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(org))))
+    });
+    let mut svc = layer.layer(echo_identity);
+    let token = sign(&ring.active(), &claims(&jwks.issuer(), "org_abc", &[]));
+    let req = Request::get("/api/x")
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = svc.call(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"org_abc");
+    let req = Request::get("/api/x")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = svc.call(req).await.unwrap();
+    assert_eq!(resp.status(), 401);
+}
