@@ -3,8 +3,11 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use aws_lc_rs::signature::{
+    self, ParsedPublicKey, RsaParameters, RsaPublicKeyComponents, VerificationAlgorithm,
+};
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyOperations, PublicKeyUse};
-use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
+use jsonwebtoken::{Algorithm, AlgorithmFamily};
 
 /// RSA keys below this many modulus bits are ignored.
 const MIN_RSA_BITS: usize = 2048;
@@ -17,14 +20,17 @@ pub enum KeySetError {
     NotJwks(String),
 }
 
-/// One usable verification key.
+/// One usable verification key, parsed once when its JWKS is loaded: for
+/// each algorithm it may verify, a ready aws-lc public key. Building an RSA
+/// key from `n` and `e` (its Montgomery set-up above all) costs more than
+/// the verification itself, so it must never happen per request.
 pub struct VerifyKey {
     /// `kid`, if the key has one.
     pub kid: Option<String>,
     family: AlgorithmFamily,
     alg: Option<Algorithm>,
     curve: Option<EllipticCurve>,
-    key: DecodingKey,
+    parsed: Vec<(Algorithm, ParsedPublicKey)>,
 }
 
 impl std::fmt::Debug for VerifyKey {
@@ -53,9 +59,12 @@ impl VerifyKey {
         }
     }
 
-    /// Verifies `signature` (base64url) over `message` (`header.payload`).
-    pub fn verify(&self, message: &[u8], signature: &str, alg: Algorithm) -> bool {
-        jsonwebtoken::crypto::verify(signature, message, &self.key, alg).unwrap_or(false)
+    /// Verifies `signature` (decoded) over `message` (`header.payload`).
+    pub fn verify(&self, message: &[u8], signature: &[u8], alg: Algorithm) -> bool {
+        self.parsed
+            .iter()
+            .find(|(a, _)| *a == alg)
+            .is_some_and(|(_, key)| key.verify_sig(message, signature).is_ok())
     }
 }
 
@@ -147,32 +156,77 @@ fn usable_key(entry: &serde_json::Value) -> Option<VerifyKey> {
         }
         None => None,
     };
+    let b64 = |s: &str| URL_SAFE_NO_PAD.decode(s.trim_end_matches('=')).ok();
+    let wanted = |a: Algorithm| alg.is_none_or(|pinned| pinned == a);
+    let mut parsed = Vec::new();
     let curve = match &jwk.algorithm {
         AlgorithmParameters::RSA(rsa) if family == AlgorithmFamily::Rsa => {
-            let n = URL_SAFE_NO_PAD.decode(rsa.n.trim_end_matches('=')).ok()?;
-            let significant = n.iter().skip_while(|b| **b == 0).count();
-            if significant * 8 < MIN_RSA_BITS {
+            let n = b64(&rsa.n)?;
+            let e = b64(&rsa.e)?;
+            // aws-lc wants both without leading zero bytes.
+            let n: Vec<u8> = n.into_iter().skip_while(|b| *b == 0).collect();
+            let e: Vec<u8> = e.into_iter().skip_while(|b| *b == 0).collect();
+            if n.len() * 8 < MIN_RSA_BITS {
                 return None;
+            }
+            let components = RsaPublicKeyComponents { n: &n, e: &e };
+            for (a, params) in RSA_ALGORITHMS {
+                if wanted(a) {
+                    parsed.push((a, components.to_parsed_public_key(params).ok()?));
+                }
             }
             None
         }
         AlgorithmParameters::EllipticCurve(ec) if family == AlgorithmFamily::Ec => {
+            let (a, verification): (Algorithm, &'static dyn VerificationAlgorithm) =
+                match ec.curve {
+                    EllipticCurve::P256 => (Algorithm::ES256, &signature::ECDSA_P256_SHA256_FIXED),
+                    EllipticCurve::P384 => (Algorithm::ES384, &signature::ECDSA_P384_SHA384_FIXED),
+                    _ => return None,
+                };
+            if wanted(a) {
+                // The uncompressed point: 0x04 ‖ x ‖ y.
+                let mut point = vec![0x04];
+                point.extend(b64(&ec.x)?);
+                point.extend(b64(&ec.y)?);
+                parsed.push((a, ParsedPublicKey::new(verification, point).ok()?));
+            }
             Some(ec.curve.clone())
         }
         AlgorithmParameters::OctetKeyPair(okp) if family == AlgorithmFamily::Ed => {
+            if okp.curve != EllipticCurve::Ed25519 {
+                return None;
+            }
+            if wanted(Algorithm::EdDSA) {
+                let key = ParsedPublicKey::new(&signature::ED25519, b64(&okp.x)?).ok()?;
+                parsed.push((Algorithm::EdDSA, key));
+            }
             Some(okp.curve.clone())
         }
         _ => return None,
     };
-    let key = DecodingKey::from_jwk(&jwk).ok()?;
+    if parsed.is_empty() {
+        return None;
+    }
     Some(VerifyKey {
         kid: jwk.common.key_id,
         family,
         alg,
         curve,
-        key,
+        parsed,
     })
 }
+
+/// The RSA algorithms and aws-lc's parameters for them (moduli of 2048 to
+/// 8192 bits, as jsonwebtoken accepts).
+const RSA_ALGORITHMS: [(Algorithm, &RsaParameters); 6] = [
+    (Algorithm::RS256, &signature::RSA_PKCS1_2048_8192_SHA256),
+    (Algorithm::RS384, &signature::RSA_PKCS1_2048_8192_SHA384),
+    (Algorithm::RS512, &signature::RSA_PKCS1_2048_8192_SHA512),
+    (Algorithm::PS256, &signature::RSA_PSS_2048_8192_SHA256),
+    (Algorithm::PS384, &signature::RSA_PSS_2048_8192_SHA384),
+    (Algorithm::PS512, &signature::RSA_PSS_2048_8192_SHA512),
+];
 
 #[cfg(test)]
 mod tests {

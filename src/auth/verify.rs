@@ -356,7 +356,10 @@ fn check_with(
             AuthFailure::UnknownKid
         });
     }
-    if candidates.any(|k| k.verify(parts.message.as_bytes(), parts.signature, parts.alg)) {
+    let Ok(signature) = URL_SAFE_NO_PAD.decode(parts.signature) else {
+        return Err(AuthFailure::BadSignature);
+    };
+    if candidates.any(|k| k.verify(parts.message.as_bytes(), &signature, parts.alg)) {
         Ok(Some(loaded.generation))
     } else {
         Err(AuthFailure::BadSignature)
