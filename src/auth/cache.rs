@@ -7,18 +7,18 @@
 //! by id, so a reload that keeps a provider keeps its verdicts, and one
 //! that changes or removes it makes them misses.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use super::claims::Identity;
 use super::verify::{TimeWindow, Verifier};
 use crate::error::AuthFailure;
 use crate::metrics::Metrics;
 
-/// Entries kept; when full, the cache is emptied (cheap, and a full cache
-/// under churn is mostly dead tokens anyway).
+/// Entries kept; past it the least useful are evicted (quick_cache's
+/// CLOCK-PRO keeps tokens seen more than once over one-off ones).
 const CAPACITY: usize = 10_000;
 
+#[derive(Clone)]
 struct Entry {
     identity: Arc<Identity>,
     provider: u64,
@@ -26,10 +26,30 @@ struct Entry {
     generation: Option<u64>,
 }
 
-/// Verdicts by the token's SHA-256.
-#[derive(Default)]
+/// Verdicts by the token's SHA-256: bounded, and safe to read from every
+/// worker at once without one global lock.
 pub struct TokenCache {
-    entries: Mutex<HashMap<[u8; 32], Entry>>,
+    entries: quick_cache::sync::Cache<[u8; 32], Entry>,
+}
+
+impl Default for TokenCache {
+    fn default() -> Self {
+        TokenCache {
+            entries: quick_cache::sync::Cache::new(CAPACITY),
+        }
+    }
+}
+
+impl TokenCache {
+    /// Verdicts held.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
 }
 
 /// A [`Verifier`] with a cache of verdicts.
@@ -69,11 +89,7 @@ impl CachingVerifier {
         self.metrics.token_cache_misses.inc();
         let verified = self.inner.verify(token, allowed, now).await?;
         let identity = verified.identity.clone();
-        let mut entries = self.cache.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if entries.len() >= CAPACITY {
-            entries.clear();
-        }
-        entries.insert(
+        self.cache.entries.insert(
             key,
             Entry {
                 identity: verified.identity,
@@ -91,7 +107,7 @@ impl CachingVerifier {
         allowed: Option<&[usize]>,
         now: u64,
     ) -> Option<Result<Arc<Identity>, AuthFailure>> {
-        let mut entries = self.cache.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let entries = &self.cache.entries;
         let entry = entries.get(key)?;
         let Some(provider) = self.inner.index_of(entry.provider) else {
             // Verified by a provider this configuration no longer has.
@@ -101,7 +117,8 @@ impl CachingVerifier {
         let stale = entry.generation.is_some()
             && entry.generation != self.inner.current_generation(provider);
         if stale || entry.window.check(now).is_err() {
-            // Verify again from scratch: the precise reason comes from there.
+            // Verify again from scratch: the precise reason comes from there;
+            // and an entry never outlives its token's `exp`.
             entries.remove(key);
             return None;
         }

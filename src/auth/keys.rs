@@ -1,11 +1,11 @@
 //! A parsed JWKS: the public keys a provider signs with, and which of them
 //! may verify a token of a given `alg`.
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use aws_lc_rs::signature::{
     self, ParsedPublicKey, RsaParameters, RsaPublicKeyComponents, VerificationAlgorithm,
 };
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyOperations, PublicKeyUse};
 use jsonwebtoken::{Algorithm, AlgorithmFamily};
 
@@ -178,12 +178,12 @@ fn usable_key(entry: &serde_json::Value) -> Option<VerifyKey> {
             None
         }
         AlgorithmParameters::EllipticCurve(ec) if family == AlgorithmFamily::Ec => {
-            let (a, verification): (Algorithm, &'static dyn VerificationAlgorithm) =
-                match ec.curve {
-                    EllipticCurve::P256 => (Algorithm::ES256, &signature::ECDSA_P256_SHA256_FIXED),
-                    EllipticCurve::P384 => (Algorithm::ES384, &signature::ECDSA_P384_SHA384_FIXED),
-                    _ => return None,
-                };
+            let (a, verification): (Algorithm, &'static dyn VerificationAlgorithm) = match ec.curve
+            {
+                EllipticCurve::P256 => (Algorithm::ES256, &signature::ECDSA_P256_SHA256_FIXED),
+                EllipticCurve::P384 => (Algorithm::ES384, &signature::ECDSA_P384_SHA384_FIXED),
+                _ => return None,
+            };
             if wanted(a) {
                 // The uncompressed point: 0x04 ‖ x ‖ y.
                 let mut point = vec![0x04];
