@@ -19,6 +19,7 @@ pub mod gateway;
 pub mod logging;
 pub mod metrics;
 pub mod proxy;
+pub mod ratelimit;
 pub mod reload;
 pub mod routing;
 pub mod secret;
