@@ -121,6 +121,10 @@ async fn walk<'s>(
                 query,
             )?;
             decision.authorized = true;
+            // Only now: a refused caller must not use up anyone's budget.
+            snapshot
+                .rate_limits
+                .check(&route.name, &identity.organization)?;
             (Some(identity), Some(token))
         }
     };

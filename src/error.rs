@@ -158,6 +158,13 @@ pub enum GateError {
     /// Shutting down: not taking new requests.
     #[error("draining")]
     Draining,
+    /// The organization's bucket on the route is empty. Not an auth
+    /// failure: the caller was authorized, just too often.
+    #[error("rate limited, retry after {retry_after} s")]
+    RateLimited {
+        /// Whole seconds until a request would pass (at least 1).
+        retry_after: u64,
+    },
 }
 
 impl From<crate::routing::PathRefusal> for GateError {
@@ -207,6 +214,7 @@ impl GateError {
             GateError::Upstream(UpstreamFailure::Saturated) => StatusCode::SERVICE_UNAVAILABLE,
             GateError::Upstream(UpstreamFailure::BodyTooLarge) => StatusCode::PAYLOAD_TOO_LARGE,
             GateError::Draining => StatusCode::SERVICE_UNAVAILABLE,
+            GateError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -242,6 +250,10 @@ impl GateError {
                 "the request body is larger than this gateway accepts",
             ),
             GateError::Draining => ("temporarily_unavailable", "draining"),
+            GateError::RateLimited { .. } => (
+                "rate_limited",
+                "this organization is over the route's rate limit",
+            ),
         }
     }
 
@@ -254,7 +266,7 @@ impl GateError {
     }
 
     /// Builds the response: JSON body, `WWW-Authenticate` per RFC 6750,
-    /// `Retry-After` on 503.
+    /// `Retry-After` on 503 and 429.
     pub fn to_response(&self, request_id: &str) -> ErrorResponse {
         let status = self.status();
         let (error, description) = self.codes();
@@ -274,7 +286,9 @@ impl GateError {
         if let Some(v) = self.www_authenticate() {
             headers.insert(header::WWW_AUTHENTICATE, v);
         }
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        if let GateError::RateLimited { retry_after } = self {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+        } else if status == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
         if let Ok(v) = HeaderValue::from_str(request_id) {
@@ -393,6 +407,7 @@ mod tests {
             (GateError::Upstream(BodyTooLarge), 413),
             (GateError::Auth(AuthFailure::UnverifiedEmail), 403),
             (GateError::Draining, 503),
+            (GateError::RateLimited { retry_after: 3 }, 429),
         ];
         for (e, status) in cases {
             let r = e.to_response("rid");
@@ -401,9 +416,22 @@ mod tests {
                 header(&r, header::CONTENT_TYPE).as_deref(),
                 Some("application/json")
             );
-            if status == 503 {
+            if status == 503 || status == 429 {
                 assert!(header(&r, header::RETRY_AFTER).is_some());
             }
         }
+    }
+
+    #[test]
+    fn rate_limited_is_429_with_its_wait_and_no_auth_reason() {
+        let e = GateError::RateLimited { retry_after: 7 };
+        let r = e.to_response("rid");
+        assert_eq!(r.status(), 429);
+        assert_eq!(header(&r, header::RETRY_AFTER).as_deref(), Some("7"));
+        assert_eq!(header(&r, header::WWW_AUTHENTICATE), None);
+        assert_eq!(e.reason(), None);
+        let (error, description) = e.codes();
+        assert_eq!(error, "rate_limited");
+        assert!(!description.is_empty());
     }
 }

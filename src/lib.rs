@@ -20,6 +20,7 @@ pub mod layer;
 pub mod logging;
 pub mod metrics;
 pub mod proxy;
+pub mod ratelimit;
 pub mod reload;
 pub mod routing;
 pub mod secret;

@@ -43,6 +43,8 @@ pub struct Metrics {
     log_lines_dropped: IntCounter,
     /// `upgrades_total{route}`.
     pub upgrades: IntCounterVec,
+    /// `rate_limited_total{route}`.
+    pub rate_limited: IntCounterVec,
     /// `token_cache_hits_total`.
     pub token_cache_hits: IntCounter,
     /// `token_cache_misses_total`.
@@ -89,6 +91,11 @@ impl Metrics {
         let upgrades = counter_vec(
             "upgrades_total",
             "Connections upgraded through the gateway (WebSocket and others), by route.",
+            &["route"],
+        )?;
+        let rate_limited = counter_vec(
+            "rate_limited_total",
+            "Requests refused with 429 by a per-organization rate limit, by route.",
             &["route"],
         )?;
         let jwks_fetches = counter_vec(
@@ -189,6 +196,7 @@ impl Metrics {
             connections_refused,
             log_lines_dropped,
             upgrades,
+            rate_limited,
             token_cache_hits,
             token_cache_misses,
             by_organization,
@@ -265,6 +273,7 @@ impl Metrics {
         add(&self.config_reloads, "counter");
         add(&self.inflight, "gauge");
         add(&self.upgrades, "counter");
+        add(&self.rate_limited, "counter");
         add(&self.token_cache_hits, "counter");
         add(&self.token_cache_misses, "counter");
         if let Some(c) = &self.by_organization {
@@ -317,5 +326,6 @@ mod tests {
         assert!(text.contains("# TYPE idp_gate_requests_total counter"));
         assert!(text.contains("# TYPE idp_gate_request_duration_seconds histogram"));
         assert!(text.contains("# TYPE idp_gate_upgrades_total counter"));
+        assert!(text.contains("# TYPE idp_gate_rate_limited_total counter"));
     }
 }

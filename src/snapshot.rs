@@ -11,6 +11,7 @@ use crate::auth::{CachingVerifier, Provider, Verifier};
 use crate::config::{Config, ProviderConfig};
 use crate::metrics::Metrics;
 use crate::proxy::Upstream;
+use crate::ratelimit::{self, RateLimits};
 use crate::tls::TlsError;
 
 /// The request-time state of one configuration.
@@ -21,6 +22,8 @@ pub struct Snapshot {
     pub verifier: CachingVerifier,
     /// Upstreams, indexed like `config.upstreams`.
     pub upstreams: Vec<Arc<Upstream>>,
+    /// Per-organization rate limiters of the routes that have a limit.
+    pub rate_limits: RateLimits,
 }
 
 impl Snapshot {
@@ -28,8 +31,9 @@ impl Snapshot {
     /// over instead of rebuilt: an unchanged provider keeps its keys, its
     /// refresh task and its cached verdicts; a provider whose key source is
     /// unchanged keeps its keys and refresh task; an unchanged upstream
-    /// keeps its connection pool. Everything else starts fresh, and a new
-    /// JWKS starts refreshing in the background at once.
+    /// keeps its connection pool; a route whose name and rate limit are
+    /// unchanged keeps its organizations' buckets. Everything else starts
+    /// fresh, and a new JWKS starts refreshing in the background at once.
     pub fn build(
         config: Config,
         metrics: &Arc<Metrics>,
@@ -71,12 +75,22 @@ impl Snapshot {
         for r in &config.routes {
             metrics.request_duration.with_label_values(&[&r.name]);
         }
+        let rate_limits = RateLimits::build(
+            config
+                .routes
+                .iter()
+                .filter_map(|r| Some((r.name.as_str(), r.rate_limit?))),
+            previous.map(|s| &s.rate_limits),
+            metrics,
+            ratelimit::SWEEP_INTERVAL,
+        );
         let verifier =
             CachingVerifier::new(Verifier::new(providers), tokens.clone(), metrics.clone());
         Ok(Snapshot {
             config,
             verifier,
             upstreams,
+            rate_limits,
         })
     }
 

@@ -55,6 +55,23 @@ pub struct RawConfig {
     /// Connection and request limits of the proxy listener.
     #[serde(default)]
     pub limits: RawLimits,
+    /// The rate limit of every protected route without a `rateLimit` of
+    /// its own. Omitted: such routes are not limited.
+    #[serde(default)]
+    pub rate_limit: Option<RawRateLimit>,
+}
+
+/// A per-organization rate limit, counted by each replica on its own.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawRateLimit {
+    /// Requests each organization may make: `N/s`, `N/m` or `N/h`, N ≥ 1.
+    /// Tokens without an organization share one allowance per route.
+    pub per_organization: String,
+    /// Requests an organization may make at once after a quiet spell (the
+    /// bucket's size). Default: N.
+    #[serde(default, deserialize_with = "optional_u64_or_string")]
+    pub burst: Option<u64>,
 }
 
 /// Connection and request limits; every one has a safe default.
@@ -328,6 +345,12 @@ pub struct RawRoute {
     /// Remove the matched `pathPrefix` before forwarding.
     #[serde(default, deserialize_with = "bool_or_string")]
     pub strip_prefix: bool,
+    /// Per-organization rate limit, checked once the caller is authorized
+    /// (refused callers use up nothing); past it 429. Overrides the
+    /// top-level `rateLimit`. Not for public routes: they have no
+    /// organization to count by.
+    #[serde(default)]
+    pub rate_limit: Option<RawRateLimit>,
 }
 
 /// Request matcher.
@@ -531,6 +554,11 @@ fn u64_or_string<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
             .parse()
             .map_err(|_| serde::de::Error::custom(format!("expected a whole number, got {s:?}"))),
     }
+}
+
+/// An optional number, which may arrive as a string after `${VAR}` expansion.
+fn optional_u64_or_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    u64_or_string(d).map(Some)
 }
 
 /// Booleans may arrive as strings after `${VAR}` expansion.

@@ -10,12 +10,13 @@ use http::{HeaderName, Method};
 use jsonwebtoken::Algorithm;
 use url::Url;
 
-use super::raw::{RawConfig, RawIdp, RawRoute, RawTokenSource};
+use super::raw::{RawConfig, RawIdp, RawRateLimit, RawRoute, RawTokenSource};
 use super::{
     ClaimRef, Config, Forwarding, JwksSource, Limits, OrganizationBinding, Problem, ProviderConfig,
     TlsFiles, TokenSource, UpstreamConfig, UpstreamProtocol, expand, is_secure_or_loopback,
 };
 use crate::auth::policy::{Allow, ClaimRule, Organizations};
+use crate::ratelimit::RateLimit;
 use crate::routing::{Access, PathMatch, Route, canonicalize};
 
 /// Collects problems; a path that already has one gets no second, so a
@@ -160,11 +161,16 @@ fn compile(raw: RawConfig, p: &mut Problems) -> Config {
             .collect::<HashMap<_, _>>()
     });
 
+    let default_rate_limit = raw
+        .rate_limit
+        .as_ref()
+        .and_then(|r| rate_limit(r, "rateLimit", p));
+
     if raw.routes.is_empty() {
         p.add("routes", "at least one route is required");
     }
     let mut names = HashSet::new();
-    let routes = raw
+    let mut routes: Vec<Route> = raw
         .routes
         .into_iter()
         .enumerate()
@@ -187,6 +193,13 @@ fn compile(raw: RawConfig, p: &mut Problems) -> Config {
             )
         })
         .collect();
+    // The default is for protected routes only: a public route has no
+    // organization to count by, and its callers would share one bucket.
+    for r in &mut routes {
+        if r.rate_limit.is_none() && matches!(r.access, Access::Jwt { .. }) {
+            r.rate_limit = default_rate_limit;
+        }
+    }
 
     let binding = match raw.organization_binding {
         Some(b) => OrganizationBinding {
@@ -646,6 +659,12 @@ fn route(
                     );
                 }
             }
+            if r.rate_limit.is_some() {
+                p.add(
+                    format!("{path}.rateLimit"),
+                    "counts per organization, and a public route (`auth: none`) has none: remove it or the `auth: none`",
+                );
+            }
             Access::Public
         }
         "jwt" => {
@@ -734,6 +753,10 @@ fn route(
         }
     };
 
+    let rate_limit = match (&access, &r.rate_limit) {
+        (Access::Jwt { .. }, Some(raw)) => rate_limit(raw, &format!("{path}.rateLimit"), p),
+        _ => None,
+    };
     Some(Route {
         name: r.name,
         host,
@@ -744,6 +767,28 @@ fn route(
         organization_upstreams,
         strip_prefix: r.strip_prefix,
         allow_path_parameters: m.allow_path_parameters,
+        rate_limit,
+    })
+}
+
+/// A `rateLimit` block: `perOrganization` as `N/s`, `N/m` or `N/h`, and
+/// `burst` (default N).
+fn rate_limit(raw: &RawRateLimit, path: &str, p: &mut Problems) -> Option<RateLimit> {
+    let rate = &raw.per_organization;
+    let parsed = RateLimit::parse(rate)
+        .map_err(|why| p.add(format!("{path}.perOrganization"), format!("{rate:?} {why}")))
+        .ok();
+    let burst = match raw.burst {
+        None => None,
+        Some(b) => {
+            let b = positive(b, &format!("{path}.burst"), p);
+            Some(std::num::NonZeroU32::new(u32::try_from(b).ok()?)?)
+        }
+    };
+    let parsed = parsed?;
+    Some(RateLimit {
+        burst: burst.unwrap_or(parsed.burst),
+        ..parsed
     })
 }
 
@@ -1038,5 +1083,54 @@ mod tests {
         );
         assert_eq!(config.upstreams[1].idle_timeout, Duration::from_millis(500));
         assert_eq!(config.upstreams[2].idle_timeout, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn rate_limits_are_checked_and_the_default_fills_protected_routes_only() {
+        use crate::ratelimit::Per;
+        let idp = "idp: {issuer: 'https://i/', audiences: [a]}\n";
+        let yaml = format!(
+            "{BASE}{idp}rateLimit: {{perOrganization: '0/s'}}\n\
+             routes:\n\
+             \x20- {{name: a, match: {{path: /a}}, upstream: u, rateLimit: {{perOrganization: '100/x'}}}}\n\
+             \x20- {{name: b, match: {{path: /b}}, upstream: u, rateLimit: {{perOrganization: '5/m', burst: 0}}}}\n\
+             \x20- {{name: c, match: {{path: /c}}, auth: none, upstream: u, rateLimit: {{perOrganization: '5/m'}}}}\n\
+             \x20- {{name: d, match: {{path: /d}}, upstream: u, rateLimit: {{perOrganization: '5/m', brust: 2}}}}\n"
+        );
+        let found = problems(&yaml);
+        for want in [
+            "rateLimit.perOrganization: \"0/s\" lets nothing through",
+            "routes[0].rateLimit.perOrganization: \"100/x\" is not N/s, N/m or N/h",
+            "routes[1].rateLimit.burst: must be greater than 0",
+            "routes[2].rateLimit: counts per organization",
+            "routes[3].rateLimit.brust: unknown field",
+        ] {
+            assert!(
+                found.iter().any(|p| p.starts_with(want)),
+                "{want:?} not in {found:#?}"
+            );
+        }
+
+        let yaml = format!(
+            "{BASE}{idp}rateLimit: {{perOrganization: '1000/s'}}\n\
+             routes:\n\
+             \x20- {{name: own, match: {{path: /a}}, upstream: u, rateLimit: {{perOrganization: '100/h', burst: '${{SET:-200}}'}}}}\n\
+             \x20- {{name: default, match: {{path: /b}}, upstream: u}}\n\
+             \x20- {{name: public, match: {{path: /c}}, auth: none, upstream: u}}\n"
+        );
+        let config = from_yaml(&yaml, &|_| None).unwrap();
+        let limits: Vec<_> = config
+            .routes
+            .iter()
+            .map(|r| r.rate_limit.map(|l| (l.count.get(), l.per, l.burst.get())))
+            .collect();
+        assert_eq!(
+            limits,
+            [
+                Some((100, Per::Hour, 200)),
+                Some((1000, Per::Second, 1000)),
+                None
+            ]
+        );
     }
 }

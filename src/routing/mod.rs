@@ -8,6 +8,7 @@ use http::Method;
 
 use crate::auth::policy::Allow;
 use crate::auth::token::TokenSource;
+use crate::ratelimit::RateLimit;
 
 pub use canonical::{CanonicalPath, PathRefusal, canonicalize};
 
@@ -71,6 +72,9 @@ pub struct Route {
     pub strip_prefix: bool,
     /// Take paths with `;` parameters (refused with 400 otherwise).
     pub allow_path_parameters: bool,
+    /// Per-organization rate limit: the route's own, else the global
+    /// default (protected routes only).
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl Route {
@@ -157,6 +161,7 @@ mod tests {
             organization_upstreams: HashMap::new(),
             strip_prefix: false,
             allow_path_parameters: false,
+            rate_limit: None,
         }
     }
 
