@@ -122,6 +122,12 @@ async fn walk(config: Config, req: &ExplainRequest<'_>, out: &mut String) -> Res
     match decision.route {
         Some(r) => {
             let _ = writeln!(out, "route: {} ({} {})", r.name, req.method, uri.path());
+            if let Some(limit) = snapshot.rate_limits.limit(&r.name) {
+                let _ = writeln!(
+                    out,
+                    "rate limit: {limit}, per replica (explain spends none of a running gateway's budget)"
+                );
+            }
         }
         None => {
             let _ = writeln!(out, "route: none matched {} {}", req.method, uri.path());
