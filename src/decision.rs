@@ -92,7 +92,9 @@ async fn walk<'s>(
     let host = request_host(req.uri, req.headers)?;
 
     // Route.
-    let route = routing::find(&config.routes, host.as_deref(), req.method, path.matched())
+    let route = snapshot
+        .route_index
+        .find(&config.routes, host.as_deref(), req.method, path.matched())
         .ok_or(GateError::NoRoute)?;
     decision.route = Some(route);
     route.check_parameters(&path)?;

@@ -12,6 +12,7 @@ use crate::config::{Config, ProviderConfig};
 use crate::metrics::Metrics;
 use crate::proxy::Upstream;
 use crate::ratelimit::{self, RateLimits};
+use crate::routing::RouteIndex;
 use crate::tls::TlsError;
 
 /// The request-time state of one configuration.
@@ -22,6 +23,8 @@ pub struct Snapshot {
     pub verifier: CachingVerifier,
     /// Upstreams, indexed like `config.upstreams`.
     pub upstreams: Vec<Arc<Upstream>>,
+    /// `config.routes` by path segment.
+    pub route_index: RouteIndex,
     /// Per-organization rate limiters of the routes that have a limit.
     pub rate_limits: RateLimits,
 }
@@ -87,6 +90,7 @@ impl Snapshot {
         let verifier =
             CachingVerifier::new(Verifier::new(providers), tokens.clone(), metrics.clone());
         Ok(Snapshot {
+            route_index: RouteIndex::new(&config.routes),
             config,
             verifier,
             upstreams,

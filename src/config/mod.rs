@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderName;
@@ -107,6 +108,9 @@ pub struct Config {
     pub organization_label: bool,
     /// Connection and request limits.
     pub limits: Limits,
+    /// Identity, claims and tenant headers: only the gateway sets them, so
+    /// they are removed from every incoming request.
+    pub protected_headers: Arc<[HeaderName]>,
 }
 
 /// Connection and request limits of the proxy listener.

@@ -262,7 +262,16 @@ fn compile(raw: RawConfig, p: &mut Problems) -> Config {
         }
     }
 
+    // Headers the gateway alone may set: computed once, stripped from
+    // every request.
+    let protected_headers = forwarding
+        .identity_header_names()
+        .chain(binding.header.as_ref())
+        .chain(std::iter::once(&crate::proxy::headers::X_WSO2_ORGANIZATION))
+        .cloned()
+        .collect();
     Config {
+        protected_headers,
         listen: listen.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 8080))),
         admin_listen: admin_listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9901))),
         shutdown_grace: Duration::from_secs(raw.shutdown_grace_seconds),

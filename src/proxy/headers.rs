@@ -2,6 +2,7 @@
 //! `X-Forwarded-*`, request ids.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use crate::auth::Identity;
 use crate::config::Config;
@@ -212,7 +213,7 @@ pub struct Rewrite {
     /// spellings: identity, tenant and claims headers. (Hop-by-hop
     /// headers, those `Connection` names, proxy headers such as
     /// `Forwarded` and `X-Forwarded-*`, and `Authorization` always go too.)
-    pub protected: Vec<HeaderName>,
+    pub protected: Arc<[HeaderName]>,
     /// Then set, from what the gateway saw and verified.
     pub set: Vec<(HeaderName, HeaderValue)>,
 }
@@ -239,12 +240,7 @@ impl Rewrite {
         seen: &Seen<'_>,
     ) -> Rewrite {
         let f = &config.forwarding;
-        let protected = f
-            .identity_header_names()
-            .chain(config.binding.header.as_ref())
-            .chain(std::iter::once(&X_WSO2_ORGANIZATION))
-            .cloned()
-            .collect();
+        let protected = config.protected_headers.clone();
         let mut set = Vec::with_capacity(8);
         let mut add = |name: &HeaderName, value: Option<&str>| {
             if let Some(v) = value.and_then(|v| HeaderValue::from_str(v).ok()) {

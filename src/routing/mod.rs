@@ -1,6 +1,7 @@
 //! Compiled routes and request matching. Pure: values in, values out.
 
 pub mod canonical;
+pub mod index;
 
 use std::collections::HashMap;
 
@@ -11,6 +12,7 @@ use crate::auth::token::TokenSource;
 use crate::ratelimit::RateLimit;
 
 pub use canonical::{CanonicalPath, PathRefusal, canonicalize};
+pub use index::RouteIndex;
 
 /// How a route's path is matched.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,18 +82,18 @@ pub struct Route {
 impl Route {
     /// Whether this route takes the request.
     pub fn matches(&self, host: Option<&str>, method: &Method, path: &str) -> bool {
+        self.accepts(host, method) && self.path.matches(path)
+    }
+
+    /// Whether the route takes this host and method (its path aside).
+    pub fn accepts(&self, host: Option<&str>, method: &Method) -> bool {
         if let Some(want) = &self.host {
             match host {
                 Some(h) if host_without_port(h).eq_ignore_ascii_case(want) => {}
                 _ => return false,
             }
         }
-        if let Some(methods) = &self.methods {
-            if !methods.contains(method) {
-                return false;
-            }
-        }
-        self.path.matches(path)
+        self.methods.as_ref().is_none_or(|m| m.contains(method))
     }
 
     /// The upstream for a verified organization.
