@@ -2,7 +2,7 @@
 //! 10,000 routes (the protected route last, so every other one is tried),
 //! the header rewrite, the request id, the upstream URI, and the whole
 //! decision (`decide`, cached token) at 10 vs 10,000 routes and 10 vs
-//! 100,000 organizations.
+//! 100,000 organizations, and the per-organization rate limiter.
 //!
 //!   cargo bench --bench request
 
@@ -143,5 +143,38 @@ fn decision(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, routing, rewrite, decision);
+/// The per-organization rate limiter's cost per request: one organization
+/// hot, and one among 100,000 tracked ones.
+fn rate_limit(c: &mut Criterion) {
+    use idp_gate::metrics::Metrics;
+    use idp_gate::ratelimit::{RateLimit, RateLimits};
+    let metrics = Metrics::new(false).unwrap();
+    // A rate no benchmark reaches: every check passes, as most do.
+    let limit = RateLimit::parse("1000000000/s").unwrap();
+    let limits = RateLimits::build(
+        [("r", limit)],
+        None,
+        &metrics,
+        std::time::Duration::from_secs(3600),
+    );
+    let mut g = c.benchmark_group("rate_limit");
+    let hot = Some("org_abc123".to_string());
+    g.bench_function("check_one_organization", |b| {
+        b.iter(|| limits.check(black_box("r"), black_box(&hot)).unwrap())
+    });
+    let orgs: Vec<Option<String>> = (0..100_000).map(|i| Some(format!("org_{i}"))).collect();
+    for o in &orgs {
+        limits.check("r", o).unwrap();
+    }
+    let mut i = 0;
+    g.bench_function("check_among_100000_organizations", |b| {
+        b.iter(|| {
+            i = (i + 7919) % orgs.len();
+            limits.check(black_box("r"), black_box(&orgs[i])).unwrap()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, routing, rewrite, decision, rate_limit);
 criterion_main!(benches);
