@@ -20,10 +20,10 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use idp_gate::auth::fetch::Fetcher;
 use idp_gate::auth::jwks::Jwks;
+use idp_gate::auth::policy::{Allow, Organizations};
 use idp_gate::auth::{Provider, Verifier, authorize};
 use idp_gate::config::{ClaimRef, Config};
 use idp_gate::metrics::Metrics;
-use idp_gate::auth::policy::{Allow, Organizations};
 use libfuzzer_sys::fuzz_target;
 
 /// The demo IdP's published keys, also the `jwks` target's seed.
