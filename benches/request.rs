@@ -38,7 +38,7 @@ fn routing(c: &mut Criterion) {
                     &Method::GET,
                     path.matched(),
                 );
-                assert_eq!(r.unwrap().name, "configurator");
+                assert_eq!(&*r.unwrap().name, "configurator");
             })
         });
     }

@@ -13,6 +13,7 @@ use bytes::Bytes;
 use http::Method;
 use hyper::body::{Body, Frame, SizeHint};
 
+use crate::auth::Identity;
 use crate::metrics::{Metrics, method_label};
 
 /// The status logged for a request whose client left before the response.
@@ -31,18 +32,15 @@ pub struct AccessLine {
     /// The path as received (no query: it may carry a token).
     pub path: String,
     /// Route name, once matched.
-    pub route: Option<String>,
+    pub route: Option<Arc<str>>,
     /// Where the deciding layer notes the route as soon as it matches, so
     /// a request dropped half-way still names its route.
-    pub route_note: Arc<OnceLock<String>>,
+    pub route_note: Arc<OnceLock<Arc<str>>>,
     /// Response status; `None` until the response exists.
     pub status: Option<u16>,
-    /// Verified organization.
-    pub org: Option<String>,
-    /// Verified subject.
-    pub sub: Option<String>,
-    /// Short hash of `jti`.
-    pub jti: Option<String>,
+    /// The verified identity (its organization, subject and `jti` hash
+    /// are logged).
+    pub identity: Option<Arc<Identity>>,
     /// Upstream name.
     pub upstream: Option<String>,
     /// Refusal reason from the closed set.
@@ -73,9 +71,7 @@ impl AccessLine {
             route: None,
             route_note: Arc::new(OnceLock::new()),
             status: None,
-            org: None,
-            sub: None,
-            jti: None,
+            identity: None,
             upstream: None,
             reason: None,
             error: None,
@@ -119,9 +115,9 @@ impl Drop for AccessLine {
             latency_ms = self.start.elapsed().as_secs_f64() * 1000.0,
             bytes_in = self.bytes_in.load(Ordering::Relaxed),
             bytes_out = self.bytes_out,
-            org = self.org.as_deref(),
-            sub = self.sub.as_deref(),
-            jti = self.jti.as_deref(),
+            org = self.identity.as_ref().and_then(|i| i.organization.as_deref()),
+            sub = self.identity.as_ref().and_then(|i| i.subject.as_deref()),
+            jti = self.identity.as_ref().and_then(|i| i.jti_hash.as_deref()),
             upstream = self.upstream.as_deref(),
             reason = self.reason,
             error = self.error.as_deref(),

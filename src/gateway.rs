@@ -192,13 +192,9 @@ impl Gateway {
             self.metrics.count_organization(org);
         }
         line.status = Some(status.as_u16());
-        line.route = decided.route.clone();
+        line.route = decided.route;
         line.upstream = forwarded.upstream;
-        if let Some(id) = identity {
-            line.org = id.organization.clone();
-            line.sub = id.subject.clone();
-            line.jti = id.jti_hash.clone();
-        }
+        line.identity = decided.identity;
         line.reason = reason;
         line.error = error
             .as_ref()

@@ -57,7 +57,7 @@ pub struct RequestId(pub String);
 /// Where the matched route's name is written as soon as it is known, for a
 /// caller that must name it even if the request is dropped half-way.
 #[derive(Debug, Clone, Default)]
-pub struct RouteNote(pub Arc<OnceLock<String>>);
+pub struct RouteNote(pub Arc<OnceLock<Arc<str>>>);
 
 /// What passed: in the extensions of every request the layer lets through.
 #[derive(Clone)]
@@ -65,7 +65,7 @@ pub struct Verified {
     /// The configuration the request was decided on.
     pub snapshot: Arc<Snapshot>,
     /// The matched route's name.
-    pub route: String,
+    pub route: Arc<str>,
     /// The verified identity (`None` on public routes).
     pub identity: Option<Arc<Identity>>,
     /// Where and how the sidecar would forward it.
@@ -79,7 +79,7 @@ pub struct Verified {
 #[derive(Debug, Clone, Default)]
 pub struct Decided {
     /// The matched route's name.
-    pub route: Option<String>,
+    pub route: Option<Arc<str>>,
     /// The verified identity, even when authorization then failed.
     pub identity: Option<Arc<Identity>>,
     /// Whether the identity passed every check.
@@ -220,7 +220,7 @@ where
             };
             req.extensions_mut().insert(Verified {
                 snapshot: snapshot.clone(),
-                route: route.unwrap_or_default(),
+                route: route.unwrap_or_else(|| "".into()),
                 identity: decision.identity,
                 forward,
                 request_id,

@@ -82,7 +82,7 @@ impl Snapshot {
             config
                 .routes
                 .iter()
-                .filter_map(|r| Some((r.name.as_str(), r.rate_limit?))),
+                .filter_map(|r| Some((&*r.name, r.rate_limit?))),
             previous.map(|s| &s.rate_limits),
             metrics,
             ratelimit::SWEEP_INTERVAL,

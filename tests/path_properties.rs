@@ -73,7 +73,7 @@ fn upstream_reading(forwarded: &str, drop_params: bool) -> String {
 }
 
 fn route_of<'r>(routes: &'r [Route], path: &str) -> Option<&'r str> {
-    routing::find(routes, None, &Method::GET, path).map(|r| r.name.as_str())
+    routing::find(routes, None, &Method::GET, path).map(|r| &*r.name)
 }
 
 fn segment() -> impl Strategy<Value = String> {

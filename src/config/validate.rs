@@ -767,7 +767,7 @@ fn route(
         _ => None,
     };
     Some(Route {
-        name: r.name,
+        name: r.name.into(),
         host,
         methods,
         path: path_match?,

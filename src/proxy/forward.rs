@@ -161,7 +161,7 @@ impl Forwarder {
             .open(client, upstream, body, verified.request_id.clone());
         self.metrics
             .upgrades
-            .with_label_values(&[verified.route.as_str()])
+            .with_label_values(&[&*verified.route])
             .inc();
         let empty = http_body_util::Empty::new().map_err(|never| match never {});
         Ok(Response::from_parts(parts, empty.boxed()))

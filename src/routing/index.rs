@@ -109,7 +109,7 @@ mod tests {
 
     fn route(path: PathMatch, host: Option<&str>, methods: Option<Vec<Method>>) -> Route {
         Route {
-            name: String::new(),
+            name: "".into(),
             host: host.map(str::to_string),
             methods,
             path,

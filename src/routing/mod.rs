@@ -4,6 +4,7 @@ pub mod canonical;
 pub mod index;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use http::Method;
 
@@ -57,7 +58,7 @@ pub enum Access {
 #[derive(Debug, Clone)]
 pub struct Route {
     /// Name for metrics and logs.
-    pub name: String,
+    pub name: Arc<str>,
     /// Lowercase host without port; `None`: any host.
     pub host: Option<String>,
     /// `None`: any method.
@@ -199,7 +200,7 @@ mod tests {
         b.name = "b".into();
         let routes = [a, b];
         assert_eq!(
-            find(&routes, None, &Method::GET, "/api/x").unwrap().name,
+            &*find(&routes, None, &Method::GET, "/api/x").unwrap().name,
             "a"
         );
         assert!(find(&routes, None, &Method::GET, "/other").is_none());
