@@ -53,31 +53,25 @@ pub fn client_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, Tls
         .with_no_client_auth())
 }
 
-/// An HTTP-or-HTTPS connector (HTTP/1.1) trusting the system roots plus
-/// `ca_file`, for upstreams and for the identity provider alike.
+/// An HTTP-or-HTTPS connector trusting the system roots plus `ca_file`,
+/// for upstreams and for the identity provider alike. With `h2_only` it
+/// offers only `h2` in ALPN: an upstream configured for HTTP/2 over TLS
+/// that cannot speak it fails at connect instead of being sent frames it
+/// does not expect; otherwise it offers HTTP/1.1.
 pub fn https_connector(
     ca_file: Option<&Path>,
     connect_timeout: Duration,
+    h2_only: bool,
 ) -> Result<HttpsConnector<HttpConnector>, TlsError> {
-    Ok(HttpsConnectorBuilder::new()
+    let builder = HttpsConnectorBuilder::new()
         .with_tls_config(client_config(ca_file)?)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http_connector(connect_timeout)))
-}
-
-/// Like [`https_connector`], but offering only `h2` in ALPN: an upstream
-/// configured for HTTP/2 over TLS that cannot speak it fails at connect
-/// instead of being sent HTTP/2 frames it does not expect.
-pub fn h2_connector(
-    ca_file: Option<&Path>,
-    connect_timeout: Duration,
-) -> Result<HttpsConnector<HttpConnector>, TlsError> {
-    Ok(HttpsConnectorBuilder::new()
-        .with_tls_config(client_config(ca_file)?)
-        .https_or_http()
-        .enable_http2()
-        .wrap_connector(http_connector(connect_timeout)))
+        .https_or_http();
+    let tcp = http_connector(connect_timeout);
+    Ok(if h2_only {
+        builder.enable_http2().wrap_connector(tcp)
+    } else {
+        builder.enable_http1().wrap_connector(tcp)
+    })
 }
 
 /// The TCP side of every outgoing connection.

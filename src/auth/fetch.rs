@@ -63,7 +63,7 @@ pub struct Fetcher {
 impl Fetcher {
     /// A client trusting system roots plus `ca_file`.
     pub fn new(ca_file: Option<&Path>) -> Result<Self, TlsError> {
-        let https = https_connector(ca_file, Duration::from_secs(5))?;
+        let https = https_connector(ca_file, Duration::from_secs(5), false)?;
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(https);

@@ -16,7 +16,7 @@ use tokio::sync::Semaphore;
 use crate::access::{BodyTooLarge, CountedBody};
 use crate::config::{UpstreamConfig, UpstreamProtocol};
 use crate::error::UpstreamFailure;
-use crate::tls::{TlsError, h2_connector, https_connector};
+use crate::tls::{TlsError, https_connector};
 
 /// The body type sent upstream: the client's body, streamed as it comes.
 pub type UpstreamBody = CountedBody<Incoming>;
@@ -41,12 +41,8 @@ impl Upstream {
     /// Builds the client (TLS roots are read here, once).
     pub fn new(config: UpstreamConfig) -> Result<Upstream, TlsError> {
         let ca_file = config.ca_file.as_deref();
-        let connector = match config.protocol {
-            UpstreamProtocol::H2 => h2_connector(ca_file, config.connect_timeout)?,
-            UpstreamProtocol::Http1 | UpstreamProtocol::H2c => {
-                https_connector(ca_file, config.connect_timeout)?
-            }
-        };
+        let h2_only = config.protocol == UpstreamProtocol::H2;
+        let connector = https_connector(ca_file, config.connect_timeout, h2_only)?;
         // Without a pool timer idle connections are only noticed at checkout,
         // so an upstream that went quiet keeps its sockets forever.
         let client = Client::builder(TokioExecutor::new())
