@@ -20,12 +20,6 @@ use tokio::net::TcpStream;
 
 const BIN: &str = env!("CARGO_BIN_EXE_idp-gate");
 
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-}
-
 async fn h2_get(addr: SocketAddr, path: &str, token: &str) -> u16 {
     let stream = TcpStream::connect(addr).await.unwrap();
     let (mut sender, conn) =

@@ -17,12 +17,6 @@ use tokio::net::TcpStream;
 
 const BIN: &str = env!("CARGO_BIN_EXE_idp-gate");
 
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-}
-
 /// `idp-gate run` on a temp config, its stderr in a file (or a pipe).
 struct Binary {
     child: tokio::process::Child,

@@ -500,12 +500,6 @@ async fn served_certificate(addr: std::net::SocketAddr) -> Vec<u8> {
 
 const BIN: &str = env!("CARGO_BIN_EXE_idp-gate");
 
-fn free_addr() -> std::net::SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-}
-
 fn kill(pid: u32, signal: &str) {
     let status = std::process::Command::new("kill")
         .args([signal, &pid.to_string()])

@@ -410,6 +410,13 @@ impl Drop for Echo {
     }
 }
 
+/// A loopback address free right now, for a process that binds it itself.
+pub fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+}
+
 /// An address where nothing listens (bound, then released).
 pub async fn dead_addr() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
