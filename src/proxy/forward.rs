@@ -58,7 +58,7 @@ impl Forwarder {
         done: &mut Forwarded,
     ) -> Result<Response<ResponseBody>, GateError> {
         // Only the layer calls this, and only with its verdict attached.
-        let verified = req
+        let mut verified = req
             .extensions_mut()
             .remove::<Verified>()
             .ok_or(GateError::NoRoute)?;
@@ -86,7 +86,7 @@ impl Forwarder {
             .extensions
             .remove::<OnUpgrade>()
             .filter(|_| carried.is_upgrade());
-        forward.rewrite.apply(&mut parts.headers);
+        std::mem::take(&mut verified.forward.rewrite).apply(&mut parts.headers);
         carried.restore(&mut parts.headers);
         if upstream.config.protocol.is_http2() {
             // `:authority` names the upstream; a `Host` beside it that differs

@@ -276,13 +276,13 @@ impl Rewrite {
     }
 
     /// Applies the rewrite to the request's headers.
-    pub fn apply(&self, h: &mut HeaderMap) {
+    pub fn apply(self, h: &mut HeaderMap) {
         strip_hop_by_hop(h);
         strip_spoofable(h, self.protected.iter());
         h.remove(header::AUTHORIZATION);
         join_cookies(h);
-        for (name, value) in &self.set {
-            h.insert(name.clone(), value.clone());
+        for (name, value) in self.set {
+            h.insert(name, value);
         }
     }
 }
