@@ -103,7 +103,7 @@ impl Gateway {
         let mut line = AccessLine::new(
             self.metrics.clone(),
             peer.ip(),
-            headers::request_id(&http::HeaderMap::new()),
+            headers::fresh_request_id(),
             unknown,
             String::new(),
         );

@@ -152,7 +152,7 @@ pub fn request_id(headers: &HeaderMap) -> String {
 /// drawn once per process, then a counter. Unique without asking the OS for
 /// randomness on every request, which is what `Uuid::new_v4` does; an id
 /// only has to correlate lines, not to be unguessable.
-fn fresh_request_id() -> String {
+pub fn fresh_request_id() -> String {
     use std::sync::OnceLock;
     use std::sync::atomic::{AtomicU64, Ordering};
     static PREFIX: OnceLock<u64> = OnceLock::new();
