@@ -6,7 +6,9 @@
 
 mod support;
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -818,4 +820,126 @@ async fn one_http2_connection_carries_at_most_100_streams() {
     assert!(peak <= 100, "{peak} requests at once from one connection");
     assert!(peak >= 50, "the test did not load the upstream ({peak})");
     assert!(ok >= 100, "only {ok} of 150 streams were served");
+}
+
+/// A request head of `total` bytes for `/api/x`, padded with one header.
+fn head_of(total: usize, token: &str) -> Vec<u8> {
+    let start = format!(
+        "GET /api/x HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {token}\r\nConnection: close\r\nX-Pad: "
+    );
+    let pad = total - start.len() - "\r\n\r\n".len();
+    let mut head = start.into_bytes();
+    head.extend(std::iter::repeat_n(b'a', pad));
+    head.extend_from_slice(b"\r\n\r\n");
+    assert_eq!(head.len(), total);
+    head
+}
+
+#[tokio::test]
+async fn max_header_bytes_is_exact_however_the_head_arrives() {
+    // The default limit, 64 KiB.
+    let w = World::default().await;
+    let token = w.token("org_abc", &[]);
+    // In one write: the server may read well past the limit at once.
+    // (Well under it: the upstream gets a few headers more.)
+    assert_eq!(status_of(&raw(w.gate.proxy, &head_of(60000, &token)).await), 200);
+    for total in [65537, 70 * 1024, 100 * 1024] {
+        let status = status_of(&raw(w.gate.proxy, &head_of(total, &token)).await);
+        assert_eq!(status, 431, "a head of {total} bytes");
+    }
+    // In small pieces.
+    let head = head_of(65537, &token);
+    let mut s = TcpStream::connect(w.gate.proxy).await.unwrap();
+    for piece in head.chunks(1000) {
+        if s.write_all(piece).await.is_err() {
+            break;
+        }
+    }
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    assert_eq!(status_of(&String::from_utf8_lossy(&out)), 431);
+}
+
+/// Writes its first `split` bytes, waits, then the rest: an HTTP/2 client
+/// whose connection preface reaches the server in two parts.
+struct SplitFirstWrite {
+    inner: TcpStream,
+    split: usize,
+    written: usize,
+    pause: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl tokio::io::AsyncRead for SplitFirstWrite {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for SplitFirstWrite {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = &mut *self;
+        if this.written < this.split {
+            let n = buf.len().min(this.split - this.written);
+            let r = Pin::new(&mut this.inner).poll_write(cx, &buf[..n]);
+            if let std::task::Poll::Ready(Ok(n)) = r {
+                this.written += n;
+                if this.written == this.split {
+                    this.pause = Some(Box::pin(tokio::time::sleep(Duration::from_millis(200))));
+                }
+            }
+            return r;
+        }
+        if let Some(pause) = &mut this.pause {
+            std::task::ready!(pause.as_mut().poll(cx));
+            this.pause = None;
+        }
+        Pin::new(&mut this.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[tokio::test]
+async fn http2_is_recognised_when_its_preface_arrives_in_parts() {
+    let w = World::default().await;
+    let token = w.token("org_abc", &[]);
+    for split in [1, 10, 23] {
+        let stream = SplitFirstWrite {
+            inner: TcpStream::connect(w.gate.proxy).await.unwrap(),
+            split,
+            written: 0,
+            pause: None,
+        };
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .expect("h2c handshake");
+        tokio::spawn(conn);
+        let req = Request::get("http://a/api/x")
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let resp = sender.send_request(req).await.expect("h2 request");
+        assert_eq!(resp.status(), 200, "preface split after {split} bytes");
+    }
 }

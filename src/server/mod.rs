@@ -5,31 +5,30 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
-use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::Limits;
 use crate::reload::TlsSwap;
 
-/// At most this many concurrent HTTP/2 streams per client connection, so
-/// one connection cannot fan out into unbounded upstream requests.
-const MAX_H2_STREAMS: u32 = 100;
+mod deadline;
+mod protocol;
+
+use deadline::HeadDeadline;
+use protocol::{Builders, Protocol};
 
 /// How a listener is served.
 pub struct ServeOptions {
@@ -88,7 +87,7 @@ pub async fn serve<H, F, B>(
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let limits = options.limits.clone();
-    let builder = Arc::new(connection_builder(&limits));
+    let builders = Arc::new(Builders::new(&limits));
     let max = limits.max_connections.min(Semaphore::MAX_PERMITS);
     let slots = Arc::new(Semaphore::new(max));
     let clients = Arc::new(ClientCounts::new(limits.max_connections_per_client));
@@ -128,18 +127,20 @@ pub async fn serve<H, F, B>(
         let _ = stream.set_nodelay(true);
         let conn = Connection {
             peer,
-            builder: builder.clone(),
+            builders: builders.clone(),
             limits: limits.clone(),
             phase: phase_rx.clone(),
             on_rejected: options.on_rejected.clone(),
         };
         let handler = handler.clone();
         let tls = options.tls.as_ref().map(|t| t.load_full());
-        tokio::spawn(async move {
-            conn.run(stream, tls, handler).await;
+        let work = conn.run(stream, tls, handler);
+        let fut = async move {
+            work.await;
             drop(client);
             drop(permit);
-        });
+        };
+        tokio::spawn(fut);
     }
     drop(listener);
     let _ = phase_tx.send(Phase::Draining);
@@ -153,37 +154,26 @@ pub async fn serve<H, F, B>(
     }
 }
 
-fn connection_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        // hyper restarts this for every request head, so it also bounds how
-        // long an HTTP/1.1 connection may sit between requests.
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_header_bytes);
-    let ping = (limits.idle_timeout / 2).clamp(Duration::from_millis(100), Duration::from_secs(30));
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Some(ping))
-        .keep_alive_timeout(ping.min(Duration::from_secs(20)))
-        .max_concurrent_streams(MAX_H2_STREAMS)
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
-    builder
-}
-
 /// One accepted connection.
 struct Connection {
     peer: SocketAddr,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    builders: Arc<Builders>,
     limits: Limits,
     phase: watch::Receiver<Phase>,
     on_rejected: Option<Rejected>,
 }
 
 impl Connection {
-    async fn run<H, F, B>(self, stream: TcpStream, tls: Option<Arc<TlsAcceptor>>, handler: H)
+    /// The connection's work, boxed per kind: a TLS session's state is
+    /// large, and a plain connection must not carry room for it while it
+    /// sits idle (memory per idle connection is the figure that counts at
+    /// ten thousand of them).
+    fn run<H, F, B>(
+        self,
+        stream: TcpStream,
+        tls: Option<Arc<TlsAcceptor>>,
+        handler: H,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send>>
     where
         H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
         F: Future<Output = Response<B>> + Send + 'static,
@@ -193,24 +183,45 @@ impl Connection {
     {
         let head = Arc::new(AtomicBool::new(false));
         let deadline = Instant::now() + self.limits.header_read_timeout;
-        let io = HeadDeadline::new(stream, deadline, head.clone());
         match tls {
-            None => self.drive(io, head, handler).await,
-            Some(acceptor) => {
-                // The head deadline covers the handshake too: a client that
-                // opens TLS and stalls is released on the same clock.
+            None => Box::pin(async move {
+                let protocol = match tokio::time::timeout_at(deadline, protocol::sniff(&stream))
+                    .await
+                {
+                    Ok(Ok(protocol)) => protocol,
+                    Ok(Err(e)) => {
+                        tracing::debug!(peer = %self.peer, error = %e, "connection failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(peer = %self.peer, "no request head within headerReadTimeoutMs");
+                        return;
+                    }
+                };
+                let io = HeadDeadline::new(stream, deadline, head.clone());
+                self.drive(io, protocol, head, handler).await
+            }),
+            // The head deadline covers the handshake too: a client that
+            // opens TLS and stalls is released on the same clock.
+            Some(acceptor) => Box::pin(async move {
+                let io = HeadDeadline::new(stream, deadline, head.clone());
                 match acceptor.accept(io).await {
-                    Ok(tls) => self.drive(tls, head, handler).await,
+                    Ok(tls) => self.drive(tls, Protocol::Detect, head, handler).await,
                     Err(e) => {
                         tracing::debug!(peer = %self.peer, error = %e, "TLS handshake failed")
                     }
                 }
-            }
+            }),
         }
     }
 
-    async fn drive<I, H, F, B>(mut self, io: I, head: Arc<AtomicBool>, handler: H)
-    where
+    async fn drive<I, H, F, B>(
+        mut self,
+        io: I,
+        protocol: Protocol,
+        head: Arc<AtomicBool>,
+        handler: H,
+    ) where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
         H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
         F: Future<Output = Response<B>> + Send + 'static,
@@ -226,23 +237,22 @@ impl Connection {
                 head.store(true, Ordering::Relaxed);
                 let busy = activity.enter();
                 let handler = handler.clone();
-                async move {
+                // Boxed: hyper keeps a slot the size of this future on every
+                // connection, idle or not; boxing moves it to the request.
+                Box::pin(async move {
                     let resp = handler(req, peer).await;
                     drop(busy);
                     Ok::<_, Infallible>(resp)
-                }
+                })
             })
         };
-        let conn = self
-            .builder
-            .serve_connection_with_upgrades(TokioIo::new(io), service);
-        tokio::pin!(conn);
+        let mut conn = self.builders.serve(protocol, TokioIo::new(io), service);
         let idle = self.limits.idle_timeout;
         let mut tick = tokio::time::interval((idle / 4).max(Duration::from_millis(25)));
         let mut closing = false;
         loop {
             tokio::select! {
-                result = conn.as_mut() => {
+                result = std::future::poll_fn(|cx| conn.as_mut().poll_serve(cx)) => {
                     if let (Err(e), Some(report)) = (result, &self.on_rejected) {
                         if let Some(status) = rejected_status(&*e) {
                             report(peer, status);
@@ -253,7 +263,7 @@ impl Connection {
                 _ = tick.tick(), if !closing => {
                     if activity.idle_for() >= idle {
                         tracing::debug!(%peer, "closing an idle connection");
-                        conn.as_mut().graceful_shutdown();
+                        conn.as_mut().shut_down();
                         closing = true;
                     }
                 }
@@ -266,7 +276,7 @@ impl Connection {
                         Phase::Serving => {}
                         Phase::Draining => {
                             if !closing {
-                                conn.as_mut().graceful_shutdown();
+                                conn.as_mut().shut_down();
                                 closing = true;
                             }
                         }
@@ -397,80 +407,6 @@ impl Drop for ClientSlot {
                 open.remove(&self.key);
             }
         }
-    }
-}
-
-/// Fails reads once `deadline` passes before the first request head has
-/// arrived: from accept, through the TLS handshake and HTTP version
-/// detection (which have no timeout of their own), to the first request.
-/// hyper's own header timeout takes over for later requests.
-struct HeadDeadline<I> {
-    inner: I,
-    sleep: Option<Pin<Box<Sleep>>>,
-    head: Arc<AtomicBool>,
-}
-
-impl<I> HeadDeadline<I> {
-    fn new(inner: I, deadline: Instant, head: Arc<AtomicBool>) -> Self {
-        HeadDeadline {
-            inner,
-            sleep: Some(Box::pin(tokio::time::sleep_until(deadline))),
-            head,
-        }
-    }
-}
-
-impl<I: AsyncRead + Unpin> AsyncRead for HeadDeadline<I> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if polled.is_pending() {
-            if this.head.load(Ordering::Relaxed) {
-                this.sleep = None;
-            } else if let Some(sleep) = &mut this.sleep {
-                if sleep.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "no request head within headerReadTimeoutMs",
-                    )));
-                }
-            }
-        }
-        polled
-    }
-}
-
-impl<I: AsyncWrite + Unpin> AsyncWrite for HeadDeadline<I> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
     }
 }
 
