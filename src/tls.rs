@@ -25,6 +25,9 @@ pub enum TlsError {
     /// rustls refused the material.
     #[error("TLS setup: {0}")]
     Rustls(#[from] rustls::Error),
+    /// A URL to connect to that names no host.
+    #[error("{0}")]
+    Url(String),
 }
 
 fn file_error(path: &Path, message: impl ToString) -> TlsError {

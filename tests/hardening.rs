@@ -842,7 +842,10 @@ async fn max_header_bytes_is_exact_however_the_head_arrives() {
     let token = w.token("org_abc", &[]);
     // In one write: the server may read well past the limit at once.
     // (Well under it: the upstream gets a few headers more.)
-    assert_eq!(status_of(&raw(w.gate.proxy, &head_of(60000, &token)).await), 200);
+    assert_eq!(
+        status_of(&raw(w.gate.proxy, &head_of(60000, &token)).await),
+        200
+    );
     for total in [65537, 70 * 1024, 100 * 1024] {
         let status = status_of(&raw(w.gate.proxy, &head_of(total, &token)).await);
         assert_eq!(status, 431, "a head of {total} bytes");

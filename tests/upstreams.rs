@@ -390,3 +390,97 @@ routes:
     assert_eq!(gate.get("/quick/y", None).await.status, 200);
     assert_eq!(quick_open.load(Ordering::SeqCst), 1);
 }
+
+/// A raw HTTP/1.1 upstream that counts the connections it accepted and
+/// answers by path: `/empty` 204, `/close` 200 and then closes the
+/// connection without saying so (as an upstream whose keep-alive timer
+/// fired would), `/big` a 1 MiB body, anything else 200 `ok`.
+async fn scripted_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    let mut chunk = [0u8; 4096];
+                    let n = match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    buf.extend_from_slice(&chunk[..n]);
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                    buf.drain(..end + 4);
+                    let path = head.split(' ').nth(1).unwrap_or("/").to_string();
+                    let reply: Vec<u8> = if path.ends_with("/empty") {
+                        b"HTTP/1.1 204 No Content\r\n\r\n".to_vec()
+                    } else if path.ends_with("/big") {
+                        let mut r = b"HTTP/1.1 200 OK\r\ncontent-length: 1048576\r\n\r\n".to_vec();
+                        r.resize(r.len() + 1024 * 1024, b'x');
+                        r
+                    } else {
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec()
+                    };
+                    if stream.write_all(&reply).await.is_err() {
+                        return;
+                    }
+                    if path.ends_with("/close") {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test]
+async fn http1_upstream_connections_are_reused_and_stale_ones_replaced() {
+    let (upstream, accepted) = scripted_upstream().await;
+    let yaml = format!(
+        r#"upstreams:
+  u: {{ url: "http://{upstream}" }}
+routes:
+  - {{ name: u, match: {{ pathPrefix: / }}, auth: none, upstream: u }}
+"#
+    );
+    let gate = Gate::start_ready(&yaml).await;
+    // One request at a time: one connection carries them all, empty
+    // bodies included.
+    for path in ["/a", "/empty", "/b", "/empty", "/c"] {
+        let r = gate.get(path, None).await;
+        assert!(r.status == 200 || r.status == 204, "{path}: {}", r.status);
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "connections opened");
+
+    // The upstream closes the pooled connection after answering: the
+    // next request goes out on a new one and succeeds.
+    assert_eq!(gate.get("/close", None).await.status, 200);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for path in ["/after-close", "/again"] {
+        assert_eq!(gate.get(path, None).await.status, 200, "{path}");
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 2, "connections opened");
+
+    // A client that leaves half-way through a body: that connection cannot
+    // be reused, and the next request gets a good one.
+    let mut s = TcpStream::connect(gate.proxy).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut s, b"GET /big HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = [0u8; 1024];
+    let _ = tokio::io::AsyncReadExt::read(&mut s, &mut first).await;
+    drop(s);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for path in ["/d", "/e", "/f"] {
+        assert_eq!(gate.get(path, None).await.status, 200, "{path}");
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 3, "connections opened");
+}

@@ -11,7 +11,9 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::pool::{Pool, PoolError};
 
 use crate::access::{BodyTooLarge, CountedBody};
 use crate::config::{UpstreamConfig, UpstreamProtocol};
@@ -24,12 +26,21 @@ pub type UpstreamBody = CountedBody<Incoming>;
 /// A response body streamed back from an upstream.
 pub type ResponseBody = BoxBody<Bytes, hyper::Error>;
 
+/// How requests reach the upstream.
+enum Via {
+    /// HTTP/1.1: one request per connection at a time, pooled here.
+    Http1(Arc<Pool>),
+    /// HTTP/2: multiplexed connections, kept by hyper-util's client.
+    Http2(Box<Client<HttpsConnector<HttpConnector>, UpstreamBody>>),
+}
+
 /// A ready upstream.
 pub struct Upstream {
     /// Settings.
     pub config: UpstreamConfig,
-    client: Client<HttpsConnector<HttpConnector>, UpstreamBody>,
-    /// `scheme://authority` and the base path without a trailing slash.
+    via: Via,
+    /// `scheme://authority` (empty for HTTP/1.1, whose requests carry the
+    /// path only) and the base path without a trailing slash.
     origin: String,
     base_path: String,
     /// One permit per request in flight, held until its response body is
@@ -43,26 +54,44 @@ impl Upstream {
         let ca_file = config.ca_file.as_deref();
         let h2_only = config.protocol == UpstreamProtocol::H2;
         let connector = https_connector(ca_file, config.connect_timeout, h2_only)?;
-        // Without a pool timer idle connections are only noticed at checkout,
-        // so an upstream that went quiet keeps its sockets forever.
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(config.idle_timeout)
-            .pool_max_idle_per_host(256)
-            .http2_only(config.protocol.is_http2())
-            .build(connector);
         let url = &config.url;
         let origin = format!(
             "{}://{}",
             url.scheme(),
             &url[url::Position::BeforeHost..url::Position::AfterPort]
         );
+        let via = if config.protocol.is_http2() {
+            // Without a pool timer idle connections are only noticed at
+            // checkout, so an upstream that went quiet keeps its sockets
+            // forever.
+            Via::Http2(Box::new(
+                Client::builder(TokioExecutor::new())
+                    .timer(TokioTimer::new())
+                    .pool_timer(TokioTimer::new())
+                    .pool_idle_timeout(config.idle_timeout)
+                    .pool_max_idle_per_host(MAX_IDLE)
+                    .http2_only(true)
+                    .build(connector),
+            ))
+        } else {
+            let target: Uri = origin.parse().map_err(|_| bad_origin(&origin))?;
+            let parts = target.into_parts();
+            let (Some(scheme), Some(authority)) = (parts.scheme, parts.authority) else {
+                return Err(bad_origin(&origin));
+            };
+            let pool = Pool::new(connector, scheme, authority, config.idle_timeout, MAX_IDLE)
+                .map_err(|_| bad_origin(&origin))?;
+            Via::Http1(pool)
+        };
+        let origin = match via {
+            Via::Http1(_) => String::new(),
+            Via::Http2(_) => origin,
+        };
         let base_path = url.path().trim_end_matches('/').to_string();
         let slots = Arc::new(Semaphore::new(config.max_connections));
         Ok(Upstream {
             config,
-            client,
+            via,
             origin,
             base_path,
             slots,
@@ -94,21 +123,32 @@ impl Upstream {
             .clone()
             .try_acquire_owned()
             .map_err(|_| UpstreamFailure::Saturated)?;
-        match tokio::time::timeout(self.config.request_timeout, self.client.request(req)).await {
-            Err(_) => Err(UpstreamFailure::Timeout),
-            Ok(Ok(resp)) => Ok(resp.map(|body| {
-                body.map_frame(move |frame| {
-                    let _held = &permit;
-                    frame
-                })
-                .boxed()
-            })),
-            Ok(Err(e)) => {
-                let failure = classify(&e);
+        let sent = match &self.via {
+            Via::Http1(pool) => {
+                match tokio::time::timeout(self.config.request_timeout, pool.send(req)).await {
+                    Err(_) => return Err(UpstreamFailure::Timeout),
+                    Ok(Ok(resp)) => Ok(resp.map(|b| held(b, permit))),
+                    Ok(Err(PoolError::Connect(e))) => Err((connect_failure(&*e), e)),
+                    Ok(Err(PoolError::Exchange(e))) => {
+                        Err((exchange_failure(&e), Box::new(e) as BoxError))
+                    }
+                }
+            }
+            Via::Http2(client) => {
+                match tokio::time::timeout(self.config.request_timeout, client.request(req)).await {
+                    Err(_) => return Err(UpstreamFailure::Timeout),
+                    Ok(Ok(resp)) => Ok(resp.map(|b| held(b, permit))),
+                    Ok(Err(e)) => Err((classify(&e), Box::new(e) as BoxError)),
+                }
+            }
+        };
+        match sent {
+            Ok(resp) => Ok(resp),
+            Err((failure, e)) => {
                 tracing::warn!(
                     upstream = %self.config.name,
                     kind = failure.kind(),
-                    error = %Chain(&e),
+                    error = %Chain(&*e),
                     "upstream request failed"
                 );
                 Err(failure)
@@ -119,6 +159,49 @@ impl Upstream {
     /// The request version this upstream is sent.
     pub fn version(&self) -> http::Version {
         self.config.protocol.version()
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// At most this many idle connections are kept per upstream.
+const MAX_IDLE: usize = 256;
+
+fn bad_origin(origin: &str) -> TlsError {
+    TlsError::Url(format!("the upstream URL {origin} names no host"))
+}
+
+/// The response body, holding the upstream's `maxConnections` slot until
+/// it is done.
+fn held<B>(body: B, permit: OwnedSemaphorePermit) -> ResponseBody
+where
+    B: hyper::body::Body<Data = Bytes, Error = hyper::Error> + Send + Sync + 'static,
+{
+    body.map_frame(move |frame| {
+        let _held = &permit;
+        frame
+    })
+    .boxed()
+}
+
+/// A failure to connect: a timeout, or not.
+fn connect_failure(e: &(dyn std::error::Error + 'static)) -> UpstreamFailure {
+    if timed_out(e) {
+        UpstreamFailure::Timeout
+    } else {
+        UpstreamFailure::Connect
+    }
+}
+
+/// A failure on an open connection: the client's body over its limit, a
+/// timeout, or a broken exchange.
+fn exchange_failure(e: &(dyn std::error::Error + 'static)) -> UpstreamFailure {
+    if causes(e).any(|c| c.is::<BodyTooLarge>()) {
+        UpstreamFailure::BodyTooLarge
+    } else if timed_out(e) {
+        UpstreamFailure::Timeout
+    } else {
+        UpstreamFailure::Reset
     }
 }
 

@@ -3,6 +3,7 @@
 pub mod client;
 pub mod forward;
 pub mod headers;
+pub mod pool;
 pub mod upgrade;
 
 pub use client::Upstream;

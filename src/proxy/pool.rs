@@ -1,0 +1,252 @@
+//! HTTP/1.1 connections to one upstream, kept for reuse.
+//!
+//! A connection is taken for one request and given back when the
+//! response body has been read to its end, so a reused connection is
+//! never shared with a response still streaming. The most recently used
+//! connection is taken first (it is the least likely to have been closed
+//! by the upstream); connections idle past the upstream's idle timeout are
+//! closed by a reaper that stops with the pool.
+//!
+//! hyper-util's general-purpose client does the same for any protocol, at
+//! the cost of a pool keyed by origin and a large boxed future on every
+//! request; HTTP/2 upstreams, multiplexed, still use it.
+
+use std::error::Error as StdError;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::uri::{Authority, Scheme};
+use http::{Request, Response, Uri};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use tokio::time::Instant;
+use tower::Service;
+
+use super::client::UpstreamBody;
+
+/// Why a request got no response.
+#[derive(Debug)]
+pub enum PoolError {
+    /// No connection could be made.
+    Connect(Box<dyn StdError + Send + Sync>),
+    /// The exchange failed on an open connection.
+    Exchange(hyper::Error),
+}
+
+struct Idle {
+    sender: SendRequest<UpstreamBody>,
+    since: Instant,
+}
+
+/// The pooled HTTP/1.1 connections to one upstream.
+pub struct Pool {
+    connector: HttpsConnector<HttpConnector>,
+    /// Where connections go: the upstream's scheme and authority.
+    origin: Uri,
+    /// The `Host` sent when the client gave none (an HTTP/2 client's
+    /// authority is in its request target, not in a header).
+    host: http::HeaderValue,
+    idle_timeout: Duration,
+    max_idle: usize,
+    idle: Mutex<Vec<Idle>>,
+}
+
+impl Pool {
+    /// A pool for `origin` (`scheme://authority`), keeping at most
+    /// `max_idle` connections for at most `idle_timeout` each.
+    pub fn new(
+        connector: HttpsConnector<HttpConnector>,
+        scheme: Scheme,
+        authority: Authority,
+        idle_timeout: Duration,
+        max_idle: usize,
+    ) -> Result<Arc<Pool>, http::Error> {
+        let host = match (authority.port_u16(), scheme.as_str()) {
+            (Some(80), "http") | (Some(443), "https") | (None, _) => authority.host().to_string(),
+            _ => authority.as_str().to_string(),
+        };
+        let pool = Arc::new(Pool {
+            connector,
+            origin: Uri::builder()
+                .scheme(scheme)
+                .authority(authority)
+                .path_and_query("/")
+                .build()?,
+            host: http::HeaderValue::from_str(&host)?,
+            idle_timeout,
+            max_idle,
+            idle: Mutex::new(Vec::new()),
+        });
+        // Only when there is a runtime to run it: a pool built outside one
+        // (config checks) never holds a connection.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(reap(Arc::downgrade(&pool), idle_timeout));
+        }
+        Ok(pool)
+    }
+
+    /// Sends `req` (its target in origin form) on a pooled connection or a
+    /// new one. A request that a reused connection could not take, because
+    /// the upstream had closed it, is sent again on a new connection.
+    pub async fn send(
+        self: &Arc<Self>,
+        mut req: Request<UpstreamBody>,
+    ) -> Result<Response<PooledBody>, PoolError> {
+        req.headers_mut()
+            .entry(http::header::HOST)
+            .or_insert_with(|| self.host.clone());
+        if let Some(mut sender) = self.checkout().await {
+            match sender.try_send_request(req).await {
+                Ok(resp) => return Ok(self.lend(sender, resp)),
+                Err(mut e) => match e.take_message() {
+                    // Never written: safe to send again.
+                    Some(unsent) => req = unsent,
+                    None => return Err(PoolError::Exchange(e.into_error())),
+                },
+            }
+        }
+        let mut sender = self.connect().await?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(PoolError::Exchange)?;
+        Ok(self.lend(sender, resp))
+    }
+
+    /// The most recently used idle connection that is still open.
+    async fn checkout(&self) -> Option<SendRequest<UpstreamBody>> {
+        loop {
+            let idle = lock(&self.idle).pop()?;
+            if idle.since.elapsed() >= self.idle_timeout {
+                // Older ones are older still.
+                lock(&self.idle).clear();
+                return None;
+            }
+            let mut sender = idle.sender;
+            // Given back at the end of a body, it is ready once its
+            // connection task has seen that end; a closed one errs.
+            if sender.ready().await.is_ok() {
+                return Some(sender);
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<SendRequest<UpstreamBody>, PoolError> {
+        let io = self
+            .connector
+            .clone()
+            .call(self.origin.clone())
+            .await
+            .map_err(PoolError::Connect)?;
+        let (sender, conn) = http1::handshake(io)
+            .await
+            .map_err(|e| PoolError::Connect(Box::new(e)))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(error = %e, "upstream connection ended");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// The response, with a body that gives the connection back at its end.
+    fn lend(
+        self: &Arc<Self>,
+        sender: SendRequest<UpstreamBody>,
+        resp: Response<Incoming>,
+    ) -> Response<PooledBody> {
+        // A switched connection is the tunnel's now.
+        let sender = (resp.status() != http::StatusCode::SWITCHING_PROTOCOLS).then_some(sender);
+        resp.map(|body| PooledBody {
+            body,
+            lent: sender.map(|sender| (sender, Arc::downgrade(self))),
+        })
+    }
+
+    fn give_back(&self, sender: SendRequest<UpstreamBody>) {
+        let mut idle = lock(&self.idle);
+        if idle.len() < self.max_idle && !sender.is_closed() {
+            idle.push(Idle {
+                sender,
+                since: Instant::now(),
+            });
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Closes connections idle past the timeout, until the pool is dropped.
+async fn reap(pool: Weak<Pool>, idle_timeout: Duration) {
+    let mut tick = tokio::time::interval((idle_timeout / 2).max(Duration::from_millis(50)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(pool) = pool.upgrade() else { return };
+        // The list is oldest first: drop from the front.
+        let mut idle = lock(&pool.idle);
+        let stale = idle.partition_point(|i| i.since.elapsed() >= idle_timeout);
+        idle.drain(..stale);
+    }
+}
+
+/// An upstream response body that gives its connection back to the pool
+/// once read to the end. Dropped before its end, the connection is closed
+/// with it (hyper cannot reuse a connection with a response half read).
+pub struct PooledBody {
+    body: Incoming,
+    lent: Option<(SendRequest<UpstreamBody>, Weak<Pool>)>,
+}
+
+impl PooledBody {
+    fn ended(&mut self) {
+        if let Some((sender, pool)) = self.lent.take() {
+            if let Some(pool) = pool.upgrade() {
+                pool.give_back(sender);
+            }
+        }
+    }
+}
+
+impl Drop for PooledBody {
+    fn drop(&mut self) {
+        // An empty body (204, 304, a HEAD's) may never be polled at all.
+        if self.body.is_end_stream() {
+            self.ended();
+        }
+    }
+}
+
+impl Body for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => self.ended(),
+            Poll::Ready(Some(Ok(_))) if self.body.is_end_stream() => self.ended(),
+            Poll::Ready(Some(Err(_))) => self.lent = None,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
