@@ -70,10 +70,11 @@ fn rewrite(c: &mut Criterion) {
     let token = keys.rs256("rewrite");
     let claims = common::claims("rewrite");
     let identity = Identity::from_claims(&config.providers[0], claims.as_object().unwrap().clone());
+    let host = http::HeaderValue::from_static("apk.example.com");
     let seen = Seen {
         client: IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3)),
         proto: "http",
-        host: Some("apk.example.com"),
+        host: Some(&host),
         request_id: "2b8f9a3c-1d2e-4f50-8a6b-7c8d9e0f1a2b",
     };
     let head = incoming(&token);

@@ -9,7 +9,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use http::{HeaderMap, Method, Uri, header};
+use http::{HeaderMap, HeaderValue, Method, Uri, header};
 
 use crate::auth::claims::check_binding;
 use crate::auth::{Identity, authorize, token};
@@ -94,7 +94,12 @@ async fn walk<'s>(
     // Route.
     let route = snapshot
         .route_index
-        .find(&config.routes, host.as_deref(), req.method, path.matched())
+        .find(
+            &config.routes,
+            host.as_ref().and_then(|h| h.to_str().ok()),
+            req.method,
+            path.matched(),
+        )
         .ok_or(GateError::NoRoute)?;
     decision.route = Some(route);
     route.check_parameters(&path)?;
@@ -142,7 +147,7 @@ async fn walk<'s>(
     let seen = Seen {
         client: req.client,
         proto: if req.tls { "https" } else { "http" },
-        host: host.as_deref(),
+        host: host.as_ref(),
         request_id: req.request_id,
     };
     Ok(Forward {
@@ -157,7 +162,7 @@ async fn walk<'s>(
 /// URI's authority (HTTP/2 `:authority`, HTTP/1.1 absolute-form), else the
 /// one `Host` header. Two hosts that disagree, or several `Host` headers,
 /// leave the route and the upstream free to read different hosts: 400.
-fn request_host(uri: &Uri, headers: &HeaderMap) -> Result<Option<String>, GateError> {
+fn request_host(uri: &Uri, headers: &HeaderMap) -> Result<Option<HeaderValue>, GateError> {
     let mut hosts = headers.get_all(header::HOST).iter();
     let host = hosts.next();
     if hosts.next().is_some() {
@@ -165,19 +170,23 @@ fn request_host(uri: &Uri, headers: &HeaderMap) -> Result<Option<String>, GateEr
             "the request has more than one Host header",
         ));
     }
-    let host = match host.map(|h| h.to_str()) {
+    let text = match host.map(|h| h.to_str()) {
         Some(Ok(h)) => Some(h),
         Some(Err(_)) => return Err(GateError::BadRequest("the Host header is not valid")),
         None => None,
     };
-    match (uri.authority(), host) {
+    match (uri.authority(), text) {
         (Some(a), _) if a.as_str().contains('@') => Err(GateError::BadRequest(
             "the request authority must not carry user information",
         )),
         (Some(a), Some(h)) if !a.as_str().eq_ignore_ascii_case(h) => Err(GateError::BadRequest(
             "the Host header disagrees with the request's authority",
         )),
-        (Some(a), _) => Ok(Some(a.as_str().to_string())),
-        (None, h) => Ok(h.map(str::to_string)),
+        // The header, when there is one: a clone shares its bytes.
+        (_, Some(_)) => Ok(host.cloned()),
+        (Some(a), None) => HeaderValue::from_str(a.as_str())
+            .map(Some)
+            .map_err(|_| GateError::BadRequest("the request authority is not valid")),
+        (None, None) => Ok(None),
     }
 }

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use http::HeaderValue;
 use serde_json::{Map, Value};
 
 use super::policy::{Allow, ClaimRef, Organizations};
@@ -24,6 +25,18 @@ pub struct Identity {
     pub jti_hash: Option<String>,
     /// All claims, for `claimsHeaders`.
     pub claims: Map<String, Value>,
+    /// `subject`, `username` and `organization` as header values, made
+    /// once per verified token instead of on every request that reuses it.
+    pub(crate) values: IdentityValues,
+}
+
+/// See [`Identity::values`]: `None` where the claim is absent or cannot
+/// be a header value.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct IdentityValues {
+    pub subject: Option<HeaderValue>,
+    pub username: Option<HeaderValue>,
+    pub organization: Option<HeaderValue>,
 }
 
 impl Identity {
@@ -39,13 +52,23 @@ impl Identity {
         }
         scopes.sort();
         scopes.dedup();
+        let subject = string("sub");
+        let username = string(&config.username_claim);
+        let organization = string(&config.organization_claim).filter(|o| !o.is_empty());
+        let value = |v: &Option<String>| v.as_deref().and_then(|v| HeaderValue::from_str(v).ok());
+        let values = IdentityValues {
+            subject: value(&subject),
+            username: value(&username),
+            organization: value(&organization),
+        };
         Identity {
-            subject: string("sub"),
-            username: string(&config.username_claim),
-            organization: string(&config.organization_claim).filter(|o| !o.is_empty()),
+            subject,
+            username,
+            organization,
             scopes,
             jti_hash: string("jti").map(|j| short_hash(&j)),
             claims,
+            values,
         }
     }
 

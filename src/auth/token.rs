@@ -1,5 +1,7 @@
 //! Finding the token in a request.
 
+use std::borrow::Cow;
+
 use http::{HeaderMap, HeaderName};
 
 /// One place a token may be found.
@@ -24,7 +26,7 @@ pub fn extract<'a>(
     sources: &[TokenSource],
     headers: &'a HeaderMap,
     query: Option<&'a str>,
-) -> Option<String> {
+) -> Option<Cow<'a, str>> {
     sources.iter().find_map(|source| match source {
         TokenSource::Header { name, scheme } => headers.get_all(name).iter().find_map(|v| {
             let v = v.to_str().ok()?.trim();
@@ -38,12 +40,12 @@ pub fn extract<'a>(
                 }
                 None => v,
             };
-            (!token.is_empty()).then(|| token.to_string())
+            (!token.is_empty()).then_some(Cow::Borrowed(token))
         }),
         TokenSource::Query(name) => query.and_then(|q| {
             url::form_urlencoded::parse(q.as_bytes())
                 .find(|(k, v)| k == name.as_str() && !v.is_empty())
-                .map(|(_, v)| v.into_owned())
+                .map(|(_, v)| Cow::Owned(v.into_owned()))
         }),
         TokenSource::Cookie(name) => headers
             .get_all(http::header::COOKIE)
@@ -52,7 +54,7 @@ pub fn extract<'a>(
             .flat_map(|v| v.split(';'))
             .filter_map(|pair| pair.trim().split_once('='))
             .find(|(k, v)| k == name && !v.is_empty())
-            .map(|(_, v)| v.trim_matches('"').to_string()),
+            .map(|(_, v)| Cow::Borrowed(v.trim_matches('"'))),
     })
 }
 

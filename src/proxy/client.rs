@@ -109,7 +109,8 @@ impl Upstream {
             s.push('?');
             s.push_str(q);
         }
-        s.parse()
+        // Taken as it is: parsing a `&str` would copy it.
+        Uri::from_maybe_shared(Bytes::from(s))
     }
 
     /// Sends the request; the timeout covers the time to response headers.

@@ -54,19 +54,27 @@ pub fn is_hop_by_hop(name: &HeaderName) -> bool {
 
 /// Removes hop-by-hop headers and every header that `Connection` names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
+    // One pass over the names; most messages have one such header at
+    // most, so nothing is allocated for the rest.
+    let doomed: Vec<HeaderName> = {
+        let connection = headers.get_all(header::CONNECTION);
+        headers
+            .keys()
+            .filter(|name| is_hop_by_hop(name) || connection.iter().any(|v| lists(v, name)))
+            .cloned()
+            .collect()
+    };
+    for name in doomed {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
-    }
+}
+
+/// Whether a `Connection` value names `name`.
+fn lists(value: &HeaderValue, name: &HeaderName) -> bool {
+    value.to_str().is_ok_and(|v| {
+        v.split(',')
+            .any(|token| token.trim().eq_ignore_ascii_case(name.as_str()))
+    })
 }
 
 /// The hop-by-hop headers that go on to the next hop after all: `TE:
@@ -153,6 +161,7 @@ pub fn request_id(headers: &HeaderMap) -> String {
 /// randomness on every request, which is what `Uuid::new_v4` does; an id
 /// only has to correlate lines, not to be unguessable.
 pub fn fresh_request_id() -> String {
+    use std::fmt::Write as _;
     use std::sync::OnceLock;
     use std::sync::atomic::{AtomicU64, Ordering};
     static PREFIX: OnceLock<u64> = OnceLock::new();
@@ -164,14 +173,18 @@ pub fn fresh_request_id() -> String {
         u64::from_le_bytes(bytes)
     });
     let c = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!(
+    // Sized up front: `format!` would grow the string field by field.
+    let mut id = String::with_capacity(36);
+    let _ = write!(
+        id,
         "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
         p >> 32,
         (p >> 16) & 0xffff,
         p & 0xffff,
         (c >> 48) & 0xffff,
         c & 0xffff_ffff_ffff
-    )
+    );
+    id
 }
 
 /// Removes every header a client could forge to speak for the gateway:
@@ -218,6 +231,34 @@ pub struct Rewrite {
     pub set: Vec<(HeaderName, HeaderValue)>,
 }
 
+/// `Bearer <token>`, built in one allocation.
+fn bearer(token: &str) -> Option<HeaderValue> {
+    let mut v = String::with_capacity("Bearer ".len() + token.len());
+    v.push_str("Bearer ");
+    v.push_str(token);
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(v)).ok()
+}
+
+/// The client's address as a header value. A sidecar sees the same few
+/// clients over and over: the last one's value is kept per thread.
+fn client_value(ip: IpAddr) -> Option<HeaderValue> {
+    use std::cell::RefCell;
+    thread_local! {
+        static LAST: RefCell<Option<(IpAddr, HeaderValue)>> = const { RefCell::new(None) };
+    }
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        if let Some((seen, value)) = &*last {
+            if *seen == ip {
+                return Some(value.clone());
+            }
+        }
+        let value = HeaderValue::from_str(&ip.to_string()).ok()?;
+        *last = Some((ip, value.clone()));
+        Some(value)
+    })
+}
+
 /// What the request is, for [`Rewrite::new`].
 pub struct Seen<'a> {
     /// The client's address.
@@ -225,7 +266,7 @@ pub struct Seen<'a> {
     /// `http` or `https`, as the client connected.
     pub proto: &'static str,
     /// The request's host.
-    pub host: Option<&'a str>,
+    pub host: Option<&'a HeaderValue>,
     /// The request id.
     pub request_id: &'a str,
 }
@@ -241,35 +282,42 @@ impl Rewrite {
     ) -> Rewrite {
         let f = &config.forwarding;
         let protected = config.protected_headers.clone();
-        let mut set = Vec::with_capacity(8);
-        let mut add = |name: &HeaderName, value: Option<&str>| {
-            if let Some(v) = value.and_then(|v| HeaderValue::from_str(v).ok()) {
+        // Values are cloned where they already exist as header values
+        // (the host, the client address, the identity's): a clone shares
+        // the bytes, where making a value from a string copies them.
+        // Room for every header below: growing would copy them.
+        let mut set = Vec::with_capacity(10 + f.claims.len());
+        let mut put = |name: &HeaderName, value: Option<HeaderValue>| {
+            if let Some(v) = value {
                 set.push((name.clone(), v));
             }
         };
-        add(
-            &header::AUTHORIZATION,
-            token.map(|t| format!("Bearer {t}")).as_deref(),
+        put(&header::AUTHORIZATION, token.and_then(bearer));
+        put(&header::HOST, seen.host.cloned());
+        put(&X_FORWARDED_FOR, client_value(seen.client));
+        put(
+            &X_FORWARDED_PROTO,
+            Some(HeaderValue::from_static(seen.proto)),
         );
-        add(&header::HOST, seen.host);
-        add(&X_FORWARDED_FOR, Some(&seen.client.to_string()));
-        add(&X_FORWARDED_PROTO, Some(seen.proto));
-        add(&X_FORWARDED_HOST, seen.host);
-        add(&X_REQUEST_ID, Some(seen.request_id));
+        put(&X_FORWARDED_HOST, seen.host.cloned());
+        put(&X_REQUEST_ID, HeaderValue::from_str(seen.request_id).ok());
         if let Some(id) = identity {
-            add(&f.user, id.username.as_deref());
-            add(&f.organization, id.organization.as_deref());
-            add(&f.subject, id.subject.as_deref());
+            put(&f.user, id.values.username.clone());
+            put(&f.organization, id.values.organization.clone());
+            put(&f.subject, id.values.subject.clone());
             for (claim, name) in &f.claims {
-                add(name, id.claim_value(claim).as_deref());
+                put(
+                    name,
+                    id.claim_value(claim)
+                        .and_then(|v| HeaderValue::from_str(&v).ok()),
+                );
             }
             if let (Some(b), Some(org)) = (&config.binding.header, id.organization.as_deref()) {
-                let name = config
-                    .organizations
-                    .as_ref()
-                    .and_then(|o| o.get(org))
-                    .map_or(org, String::as_str);
-                add(b, Some(name));
+                let value = match config.organizations.as_ref().and_then(|o| o.get(org)) {
+                    Some(name) => HeaderValue::from_str(name).ok(),
+                    None => id.values.organization.clone(),
+                };
+                put(b, value);
             }
         }
         Rewrite { protected, set }
