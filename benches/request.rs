@@ -16,7 +16,7 @@ use http::{HeaderMap, HeaderValue, Method, Request};
 use idp_gate::auth::Identity;
 use idp_gate::decision::{RequestFacts, decide};
 use idp_gate::proxy::Upstream;
-use idp_gate::proxy::headers::{self, Rewrite, Seen};
+use idp_gate::proxy::headers::{RequestId, Rewrite, Seen};
 use idp_gate::routing::{self, canonicalize};
 
 use common::{Keys, now, ready};
@@ -75,7 +75,7 @@ fn rewrite(c: &mut Criterion) {
         client: IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3)),
         proto: "http",
         host: Some(&host),
-        request_id: "2b8f9a3c-1d2e-4f50-8a6b-7c8d9e0f1a2b",
+        request_id: &RequestId::from_str_or_fresh("2b8f9a3c-1d2e-4f50-8a6b-7c8d9e0f1a2b"),
     };
     let head = incoming(&token);
 
@@ -100,7 +100,7 @@ fn rewrite(c: &mut Criterion) {
     });
     // No X-Request-Id from the client: a fresh one is made.
     g.bench_function("request_id_fresh", |b| {
-        b.iter(|| headers::request_id(black_box(&head)))
+        b.iter(|| RequestId::from_headers(black_box(&head)))
     });
     let upstream = Upstream::new(config.upstreams[0].clone()).unwrap();
     g.bench_function("upstream_uri", |b| {
@@ -126,13 +126,14 @@ fn decision(c: &mut Criterion) {
             .body(())
             .unwrap();
         let now = now();
+        let request_id = RequestId::from_str_or_fresh("2b8f9a3c-1d2e-4f50-8a6b-7c8d9e0f1a2b");
         let facts = RequestFacts {
             method: req.method(),
             uri: req.uri(),
             headers: req.headers(),
             client: IpAddr::V4(Ipv4Addr::LOCALHOST),
             tls: false,
-            request_id: "2b8f9a3c-1d2e-4f50-8a6b-7c8d9e0f1a2b",
+            request_id: &request_id,
             now,
         };
         let first = ready(decide(&snap, &facts));

@@ -15,6 +15,7 @@ use hyper::body::{Body, Frame, SizeHint};
 
 use crate::auth::Identity;
 use crate::metrics::{Metrics, method_label};
+use crate::proxy::headers::RequestId;
 
 /// The status logged for a request whose client left before the response.
 pub const CLIENT_CLOSED: u16 = 499;
@@ -26,7 +27,7 @@ pub struct AccessLine {
     /// The client's address.
     pub client: IpAddr,
     /// `X-Request-Id`.
-    pub request_id: String,
+    pub request_id: RequestId,
     /// Method.
     pub method: Method,
     /// The path as received (no query: it may carry a token).
@@ -57,7 +58,7 @@ impl AccessLine {
     pub fn new(
         metrics: Arc<Metrics>,
         client: IpAddr,
-        request_id: String,
+        request_id: RequestId,
         method: Method,
         path: String,
     ) -> Self {

@@ -14,7 +14,7 @@ use http::{HeaderMap, HeaderValue, Method, Uri, header};
 use crate::auth::claims::check_binding;
 use crate::auth::{Identity, authorize, token};
 use crate::error::{AuthFailure, GateError};
-use crate::proxy::headers::{Rewrite, Seen};
+use crate::proxy::headers::{RequestId, Rewrite, Seen};
 use crate::routing::{self, Access, Route};
 use crate::snapshot::Snapshot;
 
@@ -32,7 +32,7 @@ pub struct RequestFacts<'a> {
     /// Whether the client connected over TLS.
     pub tls: bool,
     /// The request id (the client's if sane, else a fresh one).
-    pub request_id: &'a str,
+    pub request_id: &'a RequestId,
     /// Seconds since the epoch, for the token's times.
     pub now: u64,
 }

@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::decision::{RequestFacts, decide};
 use crate::error::GateError;
 use crate::metrics::Metrics;
+use crate::proxy::headers::RequestId;
 use crate::snapshot::Snapshot;
 
 /// The request to explain.
@@ -115,7 +116,7 @@ async fn walk(config: Config, req: &ExplainRequest<'_>, out: &mut String) -> Res
         headers: &headers,
         client: IpAddr::from([127, 0, 0, 1]),
         tls: false,
-        request_id: "explain",
+        request_id: &RequestId::from_str_or_fresh("explain"),
         now: now_secs(),
     };
     let decision = decide(&snapshot, &facts).await;

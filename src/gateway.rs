@@ -23,7 +23,6 @@ use crate::layer::{Auth, AuthLayer, ClientInfo, Decided, RequestId, RouteNote};
 use crate::metrics::{Metrics, method_label};
 use crate::proxy::Tunnels;
 use crate::proxy::forward::{BytesIn, Forwarded, Forwarder};
-use crate::proxy::headers;
 use crate::snapshot::Snapshot;
 
 /// The response body the gateway returns.
@@ -103,7 +102,7 @@ impl Gateway {
         let mut line = AccessLine::new(
             self.metrics.clone(),
             peer.ip(),
-            headers::fresh_request_id(),
+            RequestId::fresh(),
             unknown,
             String::new(),
         );
@@ -120,7 +119,7 @@ impl Gateway {
         // A guard, not a pair of calls: hyper drops this future when the
         // client goes away, and the gauge must come down then too.
         let _inflight = Inflight::enter(&self.metrics.inflight);
-        let request_id = headers::request_id(req.headers());
+        let request_id = RequestId::from_headers(req.headers());
         // Also a guard: if this future is dropped, the line says 499.
         let mut line = AccessLine::new(
             self.metrics.clone(),
@@ -132,7 +131,7 @@ impl Gateway {
         let (response, decided, forwarded) = if self.is_draining() {
             let e = GateError::Draining;
             let resp = e
-                .to_response(&request_id)
+                .to_response(request_id.as_str())
                 .map(|b| b.map_err(|never| match never {}).boxed());
             let decided = Decided {
                 refusal: Some(e),
@@ -145,7 +144,7 @@ impl Gateway {
                 addr: peer.ip(),
                 tls: self.tls,
             });
-            ext.insert(RequestId(request_id));
+            ext.insert(request_id);
             ext.insert(RouteNote(line.route_note.clone()));
             ext.insert(BytesIn(line.bytes_in.clone()));
             let Ok(mut resp) = self.service.clone().call(req).await;

@@ -33,7 +33,6 @@ use crate::config::Config;
 use crate::decision::{Forward, RequestFacts, decide};
 use crate::error::GateError;
 use crate::metrics::Metrics;
-use crate::proxy::headers;
 use crate::snapshot::Snapshot;
 use crate::tls::{self, TlsError};
 
@@ -48,11 +47,10 @@ pub struct ClientInfo {
     pub tls: bool,
 }
 
-/// The request id to use, if the caller already chose one (the sidecar
-/// does, for its access line); otherwise the client's sane `X-Request-Id`
-/// or a fresh one.
-#[derive(Debug, Clone)]
-pub struct RequestId(pub String);
+/// The request id to use: put one in the request's extensions if the
+/// caller already chose it (the sidecar does, for its access line);
+/// otherwise the client's sane `X-Request-Id` or a fresh one.
+pub use crate::proxy::headers::RequestId;
 
 /// Where the matched route's name is written as soon as it is known, for a
 /// caller that must name it even if the request is dropped half-way.
@@ -71,7 +69,7 @@ pub struct Verified {
     /// Where and how the sidecar would forward it.
     pub forward: Forward,
     /// The request id.
-    pub request_id: String,
+    pub request_id: RequestId,
 }
 
 /// What was decided: in the extensions of every response the layer
@@ -178,8 +176,8 @@ where
         let snapshot = self.snapshot.load_full();
         Box::pin(async move {
             let request_id = match req.extensions().get::<RequestId>() {
-                Some(id) => id.0.clone(),
-                None => headers::request_id(req.headers()),
+                Some(id) => id.clone(),
+                None => RequestId::from_headers(req.headers()),
             };
             let client = req
                 .extensions()
@@ -212,7 +210,7 @@ where
             let forward = match decision.verdict {
                 Ok(forward) => forward,
                 Err(refusal) => {
-                    let mut resp = refusal.to_response(&request_id).map(Either::Left);
+                    let mut resp = refusal.to_response(request_id.as_str()).map(Either::Left);
                     decided.refusal = Some(refusal);
                     resp.extensions_mut().insert(decided);
                     return Ok(resp);

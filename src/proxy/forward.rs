@@ -10,14 +10,14 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::task::{Context, Poll};
 
-use http::header::{self, HeaderValue};
+use http::header;
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 
 use super::client::ResponseBody;
-use super::headers::{self, Carried, X_REQUEST_ID};
+use super::headers::{self, Carried, RequestId, X_REQUEST_ID};
 use super::upgrade::Tunnels;
 use crate::access::CountedBody;
 use crate::error::{GateError, UpstreamFailure};
@@ -124,9 +124,9 @@ impl Forwarder {
         }
         let (mut parts, body) = resp.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers);
-        if let Ok(v) = HeaderValue::from_str(&verified.request_id) {
-            parts.headers.insert(X_REQUEST_ID, v);
-        }
+        parts
+            .headers
+            .insert(X_REQUEST_ID, verified.request_id.header_value());
         Ok(Response::from_parts(parts, body))
     }
 
@@ -152,9 +152,9 @@ impl Forwarder {
         let (mut parts, body) = resp.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers);
         headers::set_upgrade(&mut parts.headers, protocol);
-        if let Ok(v) = HeaderValue::from_str(&verified.request_id) {
-            parts.headers.insert(X_REQUEST_ID, v);
-        }
+        parts
+            .headers
+            .insert(X_REQUEST_ID, verified.request_id.header_value());
         // The (empty) body holds the upstream's connection slot: a tunnel
         // keeps the connection, so it keeps the slot.
         self.tunnels
@@ -185,12 +185,12 @@ impl tower::Service<Request<Incoming>> for Forwarder {
                 .extensions()
                 .get::<Verified>()
                 .map(|v| v.request_id.clone())
-                .unwrap_or_default();
+                .unwrap_or_else(RequestId::fresh);
             let mut resp = match this.forward(req, &mut done).await {
                 Ok(resp) => resp,
                 Err(e) => {
                     let resp = e
-                        .to_response(&request_id)
+                        .to_response(request_id.as_str())
                         .map(|b| b.map_err(|never| match never {}).boxed());
                     done.error = Some(e);
                     resp

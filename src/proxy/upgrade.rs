@@ -7,6 +7,8 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::sync::watch;
 
+use super::headers::RequestId;
+
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The open tunnels, and the one signal that ends them all.
@@ -40,7 +42,7 @@ impl Tunnels {
         client: OnUpgrade,
         upstream: OnUpgrade,
         hold: impl Send + 'static,
-        request_id: String,
+        request_id: RequestId,
     ) {
         let mut closed = self.closed.subscribe();
         tokio::spawn(async move {
