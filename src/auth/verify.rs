@@ -6,6 +6,7 @@
 //! failure maps to exactly one reason, `iat` is honoured, and `aud` accepts
 //! a string or an array with any-of semantics.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -85,25 +86,27 @@ fn parse(token: &str) -> Result<Parts<'_>, AuthFailure> {
         return Err(AuthFailure::Malformed);
     };
     let message = &token[..h.len() + 1 + p.len()];
-    let header: Map<String, Value> = decode_json(h)?;
+    let header_json = URL_SAFE_NO_PAD
+        .decode(h)
+        .map_err(|_| AuthFailure::Malformed)?;
+    // A derived struct would also take a JSON array; a header is an object.
+    if header_json.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(AuthFailure::Malformed);
+    }
+    let header: Header<'_> =
+        serde_json::from_slice(&header_json).map_err(|_| AuthFailure::Malformed)?;
     let claims: Map<String, Value> = decode_json(p)?;
     // RFC 7515 §4.1.11: extensions we do not understand must not be ignored.
-    if header.contains_key("crit") {
+    if header.crit.0 {
         return Err(AuthFailure::Malformed);
     }
     // `jku`, `x5u`, `jwk` and `x5c` are never followed or trusted: keys
     // come only from the configured JWKS or client secret.
-    let alg = match header.get("alg") {
-        Some(Value::String(a)) => a
-            .parse::<Algorithm>()
-            .map_err(|_| AuthFailure::AlgNotAllowed)?,
-        _ => return Err(AuthFailure::Malformed),
-    };
-    let kid = match header.get("kid") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(k)) => Some(k.clone()),
-        Some(_) => return Err(AuthFailure::Malformed),
-    };
+    let alg = header
+        .alg
+        .parse::<Algorithm>()
+        .map_err(|_| AuthFailure::AlgNotAllowed)?;
+    let kid = header.kid.map(Cow::into_owned);
     if signature.is_empty() {
         return Err(AuthFailure::Malformed);
     }
@@ -114,6 +117,30 @@ fn parse(token: &str) -> Result<Parts<'_>, AuthFailure> {
         kid,
         claims,
     })
+}
+
+/// What is read of a token's header: the rest is never acted on. Read in
+/// place, without a map or copies; a duplicate member is malformed (RFC
+/// 7515 §4 allows refusing it).
+#[derive(serde::Deserialize)]
+struct Header<'a> {
+    #[serde(borrow)]
+    alg: Cow<'a, str>,
+    #[serde(borrow, default)]
+    kid: Option<Cow<'a, str>>,
+    #[serde(default)]
+    crit: Present,
+}
+
+/// Whether a member is there at all, whatever its value (`null` too).
+#[derive(Default)]
+struct Present(bool);
+
+impl<'de> serde::Deserialize<'de> for Present {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        serde::de::IgnoredAny::deserialize(d)?;
+        Ok(Present(true))
+    }
 }
 
 /// One base64url JSON part of a JWT (header or claims), unverified.
@@ -373,6 +400,38 @@ mod tests {
 
     fn claims(v: Value) -> Map<String, Value> {
         v.as_object().unwrap().clone()
+    }
+
+    /// A token with this raw header JSON, valid claims and any signature.
+    fn with_header(header: &str) -> String {
+        let b64 = |s: &str| URL_SAFE_NO_PAD.encode(s);
+        format!("{}.{}.c2ln", b64(header), b64(r#"{"iss":"i","exp":1}"#))
+    }
+
+    #[test]
+    fn token_headers_are_read_strictly() {
+        let kid = |h: &str| parse(&with_header(h)).map(|p| (p.alg, p.kid));
+        assert_eq!(
+            kid(r#"{"alg":"RS256","kid":"k1","typ":"JWT"}"#),
+            Ok((Algorithm::RS256, Some("k1".to_string())))
+        );
+        assert_eq!(
+            kid(r#"{"alg":"ES256","kid":null}"#),
+            Ok((Algorithm::ES256, None))
+        );
+        assert_eq!(kid(r#"{"alg":"R\u0053256"}"#), Ok((Algorithm::RS256, None)));
+        for (header, refusal) in [
+            (r#"{"alg":"none"}"#, AuthFailure::AlgNotAllowed),
+            (r#"{"kid":"k1"}"#, AuthFailure::Malformed),
+            (r#"{"alg":256}"#, AuthFailure::Malformed),
+            (r#"{"alg":"RS256","kid":7}"#, AuthFailure::Malformed),
+            (r#"{"alg":"RS256","crit":["b64"]}"#, AuthFailure::Malformed),
+            (r#"{"alg":"RS256","crit":null}"#, AuthFailure::Malformed),
+            (r#"{"alg":"HS256","alg":"RS256"}"#, AuthFailure::Malformed),
+            (r#"["RS256"]"#, AuthFailure::Malformed),
+        ] {
+            assert_eq!(kid(header).err(), Some(refusal), "{header}");
+        }
     }
 
     #[test]
