@@ -6,7 +6,6 @@ use bytes::Bytes;
 use http::{Request, Response, Uri};
 use http_body_util::BodyExt;
 use http_body_util::combinators::BoxBody;
-use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -15,13 +14,12 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::pool::{Pool, PoolError};
 
-use crate::access::{BodyTooLarge, CountedBody};
+use crate::access::BodyTooLarge;
 use crate::config::{UpstreamConfig, UpstreamProtocol};
 use crate::error::UpstreamFailure;
 use crate::tls::{TlsError, https_connector};
 
-/// The body type sent upstream: the client's body, streamed as it comes.
-pub type UpstreamBody = CountedBody<Incoming>;
+pub use super::pool::UpstreamBody;
 
 /// A response body streamed back from an upstream.
 pub type ResponseBody = BoxBody<Bytes, hyper::Error>;

@@ -27,7 +27,10 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use tokio::time::Instant;
 use tower::Service;
 
-use super::client::UpstreamBody;
+use crate::access::CountedBody;
+
+/// The body type sent upstream: the client's body, streamed as it comes.
+pub type UpstreamBody = CountedBody<Incoming>;
 
 /// Why a request got no response.
 #[derive(Debug)]
