@@ -437,3 +437,43 @@ async fn sigterm_drains_a_slow_request_and_closes_an_open_websocket() {
         started.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_that_sent_nothing_do_not_hold_up_shutdown() {
+    let echo = Echo::start().await;
+    let rest = format!(
+        "shutdownGraceSeconds: 20\nlimits: {{ headerReadTimeoutMs: 30000 }}\n{}",
+        public_routes(&echo.url())
+    );
+    let mut gate = Binary::start(&rest, &[], None).await;
+    // Open and silent, as a client that connected and never wrote; and one
+    // that sent part of an HTTP/2 preface.
+    let mut silent = TcpStream::connect(gate.proxy).await.unwrap();
+    let mut partial = TcpStream::connect(gate.proxy).await.unwrap();
+    partial.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let pid = gate.child.id().unwrap();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = tokio::time::timeout(Duration::from_secs(25), gate.child.wait())
+        .await
+        .expect("exits")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "exit took {:?} with two silent connections open",
+        started.elapsed()
+    );
+    let mut buf = [0u8; 16];
+    for s in [&mut silent, &mut partial] {
+        let read = tokio::time::timeout(Duration::from_secs(1), s.read(&mut buf)).await;
+        assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "still open: {read:?}");
+    }
+}

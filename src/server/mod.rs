@@ -185,9 +185,14 @@ impl Connection {
         let deadline = Instant::now() + self.limits.header_read_timeout;
         match tls {
             None => Box::pin(async move {
-                let protocol = match tokio::time::timeout_at(deadline, protocol::sniff(&stream))
-                    .await
-                {
+                let mut phase = self.phase.clone();
+                let sniffed = tokio::select! {
+                    sniffed = tokio::time::timeout_at(deadline, protocol::sniff(&stream)) => sniffed,
+                    // Draining: a connection that has sent nothing yet has
+                    // nothing to finish.
+                    _ = phase.wait_for(|p| *p != Phase::Serving) => return,
+                };
+                let protocol = match sniffed {
                     Ok(Ok(protocol)) => protocol,
                     Ok(Err(e)) => {
                         tracing::debug!(peer = %self.peer, error = %e, "connection failed");
