@@ -474,6 +474,9 @@ async fn connections_that_sent_nothing_do_not_hold_up_shutdown() {
     let mut buf = [0u8; 16];
     for s in [&mut silent, &mut partial] {
         let read = tokio::time::timeout(Duration::from_secs(1), s.read(&mut buf)).await;
-        assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "still open: {read:?}");
+        assert!(
+            matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+            "still open: {read:?}"
+        );
     }
 }

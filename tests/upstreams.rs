@@ -203,6 +203,11 @@ routes:
 /// A self-signed certificate for 127.0.0.1 and localhost, in a fresh
 /// directory: (directory, certificate file, TLS acceptor offering only h2).
 fn tls_material(tag: &str) -> (PathBuf, PathBuf, tokio_rustls::TlsAcceptor) {
+    tls_material_for(tag, b"h2")
+}
+
+/// [`tls_material`] with an acceptor offering only `alpn`.
+fn tls_material_for(tag: &str, alpn: &[u8]) -> (PathBuf, PathBuf, tokio_rustls::TlsAcceptor) {
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
     idp_gate::tls::install_crypto_provider();
     let dir = std::env::temp_dir().join(format!(
@@ -221,7 +226,7 @@ fn tls_material(tag: &str) -> (PathBuf, PathBuf, tokio_rustls::TlsAcceptor) {
         .with_no_client_auth()
         .with_single_cert(vec![CertificateDer::from(cert.cert.der().to_vec())], key)
         .unwrap();
-    server.alpn_protocols = vec![b"h2".to_vec()];
+    server.alpn_protocols = vec![alpn.to_vec()];
     (
         dir,
         cert_file,
@@ -483,4 +488,73 @@ routes:
         assert_eq!(gate.get(path, None).await.status, 200, "{path}");
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 3, "connections opened");
+}
+
+#[tokio::test]
+async fn http1_over_tls_upstream_is_reached_with_its_ca_file_and_refused_without() {
+    let (logs, _guard) = capture_logs();
+    let (dir, cert_file, acceptor) = tls_material_for("h1-tls", b"http/1.1");
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let Ok(stream) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let svc = service_fn(|req: Request<Incoming>| async move {
+                    let mut resp = Response::new(Full::new(Bytes::from_static(b"tls-ok")));
+                    let version = format!("{:?}", req.version());
+                    resp.headers_mut()
+                        .insert("x-seen-version", HeaderValue::from_str(&version).unwrap());
+                    Ok::<_, Infallible>(resp)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    let yaml = format!(
+        r#"upstreams:
+  trusted: {{ url: "https://127.0.0.1:{port}", caFile: "{ca}" }}
+  untrusted: {{ url: "https://127.0.0.1:{port}" }}
+routes:
+  - {{ name: trusted, match: {{ pathPrefix: /trusted }}, auth: none, upstream: trusted }}
+  - {{ name: untrusted, match: {{ pathPrefix: /untrusted }}, auth: none, upstream: untrusted }}
+"#,
+        ca = cert_file.display(),
+    );
+    let gate = Gate::start_ready(&yaml).await;
+    for path in ["/trusted/a", "/trusted/b", "/trusted/c"] {
+        let r = gate.get(path, None).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        assert_eq!(r.text(), "tls-ok");
+        assert_eq!(r.header("x-seen-version").as_deref(), Some("HTTP/1.1"));
+    }
+    // One TLS connection carried all three.
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+
+    let r = gate.get("/untrusted/x", None).await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text());
+    assert_eq!(
+        gate.metric(
+            "idp_gate_upstream_errors_total",
+            &[("upstream", "untrusted"), ("kind", "connect")]
+        )
+        .await,
+        1.0
+    );
+    let logs = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("upstream request failed"))
+        .unwrap_or_else(|| panic!("no failure logged:\n{logs}"));
+    assert!(line.contains("upstream=untrusted"), "{line}");
+    assert!(line.contains("UnknownIssuer"), "{line}");
+    let _ = std::fs::remove_dir_all(dir);
 }
