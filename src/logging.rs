@@ -41,7 +41,12 @@ pub fn init(format: LogFormat) -> Option<WorkerGuard> {
         .lossy(true)
         .buffered_lines_limit(lines)
         .thread_name("idp-gate-log")
-        .finish(std::io::stderr());
+        // The thread flushes after each batch it drains: under load one
+        // write carries many lines instead of one system call per line.
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stderr(),
+        ));
     let counter = writer.error_counter();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
