@@ -13,7 +13,8 @@ use std::sync::Arc;
 use aws_lc_rs::signature::{self as sig, ParsedPublicKey, RsaPublicKeyComponents};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use criterion::measurement::WallTime;
+use criterion::{BatchSize, BenchmarkGroup, Criterion, criterion_group, criterion_main};
 use idp_gate::auth::cache::TokenCache;
 use idp_gate::auth::{CachingVerifier, Verifier};
 use jsonwebtoken::jwk::Jwk;
@@ -70,38 +71,24 @@ fn key_forms(c: &mut Criterion) {
     let keys = Keys::new();
     let mut g = c.benchmark_group("signature");
 
-    let token = keys.rs256("sig");
-    let (message, signature) = token.rsplit_once('.').unwrap();
-    let raw_sig = URL_SAFE_NO_PAD.decode(signature).unwrap();
+    let rs256 = keys.rs256("sig");
     let jwk: Jwk = serde_json::from_value(keys.rsa.public_jwk()).unwrap();
-    let decoding = DecodingKey::from_jwk(&jwk).unwrap();
-    g.bench_function("rs256_jsonwebtoken_n_e", |b| {
-        b.iter(|| {
-            assert!(
-                jsonwebtoken::crypto::verify(
-                    black_box(signature),
-                    message.as_bytes(),
-                    &decoding,
-                    Algorithm::RS256
-                )
-                .unwrap()
-            )
-        })
-    });
+    let from_jwk = DecodingKey::from_jwk(&jwk).unwrap();
+    with_jsonwebtoken(
+        &mut g,
+        "rs256_jsonwebtoken_n_e",
+        &rs256,
+        &from_jwk,
+        Algorithm::RS256,
+    );
     let der = DecodingKey::from_rsa_der(&keys.rsa_public_der);
-    g.bench_function("rs256_jsonwebtoken_der", |b| {
-        b.iter(|| {
-            assert!(
-                jsonwebtoken::crypto::verify(
-                    black_box(signature),
-                    message.as_bytes(),
-                    &der,
-                    Algorithm::RS256
-                )
-                .unwrap()
-            )
-        })
-    });
+    with_jsonwebtoken(
+        &mut g,
+        "rs256_jsonwebtoken_der",
+        &rs256,
+        &der,
+        Algorithm::RS256,
+    );
     let (n, e) = match &jwk.algorithm {
         jsonwebtoken::jwk::AlgorithmParameters::RSA(p) => (
             URL_SAFE_NO_PAD.decode(&p.n).unwrap(),
@@ -110,6 +97,7 @@ fn key_forms(c: &mut Criterion) {
         _ => unreachable!(),
     };
     let components = RsaPublicKeyComponents { n, e };
+    let (message, _, raw_sig) = split(&rs256);
     g.bench_function("rs256_aws_lc_components", |b| {
         b.iter(|| {
             components
@@ -123,42 +111,68 @@ fn key_forms(c: &mut Criterion) {
     });
     let parsed = ParsedPublicKey::new(&sig::RSA_PKCS1_2048_8192_SHA256, &keys.rsa_public_der)
         .expect("RSA public key");
-    g.bench_function("rs256_aws_lc_parsed_once", |b| {
-        b.iter(|| {
-            parsed
-                .verify_sig(message.as_bytes(), black_box(&raw_sig))
-                .unwrap()
-        })
-    });
+    parsed_once(&mut g, "rs256_aws_lc_parsed_once", &rs256, &parsed);
 
-    let token = keys.es256("sig");
-    let (message, signature) = token.rsplit_once('.').unwrap();
-    let raw_sig = URL_SAFE_NO_PAD.decode(signature).unwrap();
+    let es256 = keys.es256("sig");
     let jwk: Jwk = serde_json::from_value(keys.ec.public_jwk()).unwrap();
-    let decoding = DecodingKey::from_jwk(&jwk).unwrap();
-    g.bench_function("es256_jsonwebtoken", |b| {
+    let from_jwk = DecodingKey::from_jwk(&jwk).unwrap();
+    with_jsonwebtoken(
+        &mut g,
+        "es256_jsonwebtoken",
+        &es256,
+        &from_jwk,
+        Algorithm::ES256,
+    );
+    let point = from_jwk.try_get_as_bytes().unwrap().to_vec();
+    let parsed = ParsedPublicKey::new(&sig::ECDSA_P256_SHA256_FIXED, &point).expect("EC key");
+    parsed_once(&mut g, "es256_aws_lc_parsed_once", &es256, &parsed);
+    g.finish();
+}
+
+/// A token's signed message, its base64url signature and the signature's
+/// bytes.
+fn split(token: &str) -> (&str, &str, Vec<u8>) {
+    let (message, signature) = token.rsplit_once('.').unwrap();
+    (
+        message,
+        signature,
+        URL_SAFE_NO_PAD.decode(signature).unwrap(),
+    )
+}
+
+/// jsonwebtoken's check of `token` against `key`.
+fn with_jsonwebtoken(
+    g: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    token: &str,
+    key: &DecodingKey,
+    alg: Algorithm,
+) {
+    let (message, signature, _) = split(token);
+    g.bench_function(name, |b| {
         b.iter(|| {
             assert!(
-                jsonwebtoken::crypto::verify(
-                    black_box(signature),
-                    message.as_bytes(),
-                    &decoding,
-                    Algorithm::ES256
-                )
-                .unwrap()
+                jsonwebtoken::crypto::verify(black_box(signature), message.as_bytes(), key, alg)
+                    .unwrap()
             )
         })
     });
-    let point = decoding.try_get_as_bytes().unwrap().to_vec();
-    let parsed = ParsedPublicKey::new(&sig::ECDSA_P256_SHA256_FIXED, &point).expect("EC key");
-    g.bench_function("es256_aws_lc_parsed_once", |b| {
+}
+
+/// aws-lc's check of `token` against a key parsed once.
+fn parsed_once(
+    g: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    token: &str,
+    key: &ParsedPublicKey,
+) {
+    let (message, _, raw_sig) = split(token);
+    g.bench_function(name, |b| {
         b.iter(|| {
-            parsed
-                .verify_sig(message.as_bytes(), black_box(&raw_sig))
+            key.verify_sig(message.as_bytes(), black_box(&raw_sig))
                 .unwrap()
         })
     });
-    g.finish();
 }
 
 criterion_group!(benches, verification, key_forms);
