@@ -402,14 +402,7 @@ async fn sigterm_drains_a_slow_request_and_closes_an_open_websocket() {
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     let started = Instant::now();
-    let pid = gate.child.id().unwrap();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
+    signal(gate.child.id().unwrap(), "-TERM");
 
     // The socket is closed rather than left hanging.
     let closed = tokio::time::timeout(Duration::from_secs(grace), async {
@@ -453,14 +446,7 @@ async fn connections_that_sent_nothing_do_not_hold_up_shutdown() {
     partial.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let started = Instant::now();
-    let pid = gate.child.id().unwrap();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
+    signal(gate.child.id().unwrap(), "-TERM");
     let status = tokio::time::timeout(Duration::from_secs(25), gate.child.wait())
         .await
         .expect("exits")

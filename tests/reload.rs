@@ -500,14 +500,6 @@ async fn served_certificate(addr: std::net::SocketAddr) -> Vec<u8> {
 
 const BIN: &str = env!("CARGO_BIN_EXE_idp-gate");
 
-fn kill(pid: u32, signal: &str) {
-    let status = std::process::Command::new("kill")
-        .args([signal, &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_and_never_ends_the_process() {
     let echo = Echo::start().await;
@@ -546,7 +538,7 @@ async fn sighup_reloads_and_never_ends_the_process() {
         assert!(Instant::now() < deadline, "no start-up line");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    kill(pid, "-HUP");
+    signal(pid, "-HUP");
     let c = client();
     let get = |url: String| {
         let c = c.clone();
@@ -587,7 +579,7 @@ async fn sighup_reloads_and_never_ends_the_process() {
     )
     .unwrap();
     let errors_before = count(&metrics().await, "error");
-    kill(pid, "-HUP");
+    signal(pid, "-HUP");
     let deadline = Instant::now() + Duration::from_secs(10);
     while count(&metrics().await, "error") <= errors_before {
         assert!(Instant::now() < deadline, "the bad reload was not counted");
@@ -609,8 +601,8 @@ async fn sighup_reloads_and_never_ends_the_process() {
 
     // Two SIGHUPs in quick succession on a good file.
     std::fs::write(&path, text("third", "")).unwrap();
-    kill(pid, "-HUP");
-    kill(pid, "-HUP");
+    signal(pid, "-HUP");
+    signal(pid, "-HUP");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let _ = get(format!("http://{proxy}/x")).await;
@@ -626,7 +618,7 @@ async fn sighup_reloads_and_never_ends_the_process() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(child.try_wait().unwrap().is_none());
-    kill(pid, "-TERM");
+    signal(pid, "-TERM");
     let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
         .await
         .unwrap()

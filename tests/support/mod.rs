@@ -961,6 +961,15 @@ impl World {
 
 // ---------------------------------------------------------------- process
 
+/// Sends `signal` (`-TERM`, `-HUP`) to process `pid`.
+pub fn signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill {signal} {pid} failed");
+}
+
 /// This process's resident set size in bytes (the gateway runs in it).
 pub fn rss_bytes() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
