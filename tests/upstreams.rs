@@ -267,6 +267,15 @@ routes:
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// The first `upstream request failed` line in `logs`.
+fn failure_line(logs: &Mutex<Vec<u8>>) -> String {
+    let logs = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    logs.lines()
+        .find(|l| l.contains("upstream request failed"))
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("no failure logged:\n{logs}"))
+}
+
 /// Log lines written while the returned guard lives, on this thread (the
 /// gateway's tasks run here under `#[tokio::test]`).
 fn capture_logs() -> (Arc<Mutex<Vec<u8>>>, tracing::subscriber::DefaultGuard) {
@@ -316,11 +325,7 @@ routes:
         1.0
     );
     // The cause survives to the log line, not just "connect".
-    let logs = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
-    let line = logs
-        .lines()
-        .find(|l| l.contains("upstream request failed"))
-        .unwrap_or_else(|| panic!("no failure logged:\n{logs}"));
+    let line = failure_line(&logs);
     assert!(line.contains("upstream=grpc"), "{line}");
     assert!(
         line.contains("invalid peer certificate: UnknownIssuer"),
@@ -549,11 +554,7 @@ routes:
         .await,
         1.0
     );
-    let logs = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
-    let line = logs
-        .lines()
-        .find(|l| l.contains("upstream request failed"))
-        .unwrap_or_else(|| panic!("no failure logged:\n{logs}"));
+    let line = failure_line(&logs);
     assert!(line.contains("upstream=untrusted"), "{line}");
     assert!(line.contains("UnknownIssuer"), "{line}");
     let _ = std::fs::remove_dir_all(dir);
