@@ -38,6 +38,21 @@ async fn terminates_tls_and_forwards_as_https() {
     let port = running.proxy_addr.port();
 
     let tls = idp_gate::tls::client_config(Some(&cert_file)).unwrap();
+    // Only HTTP/1.1 offered by ALPN: served as HTTP/1.1.
+    let http1_only = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls.clone())
+        .https_only()
+        .enable_http1()
+        .build();
+    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build(http1_only);
+    let req = Request::get(format!("https://localhost:{port}/hello"))
+        .body(Empty::new())
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.version(), http::Version::HTTP_11);
+
+    // Both offered: the gateway chooses HTTP/2.
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_only()
@@ -50,6 +65,7 @@ async fn terminates_tls_and_forwards_as_https() {
         .unwrap();
     let resp = client.request(req).await.unwrap();
     assert_eq!(resp.status(), 200);
+    assert_eq!(resp.version(), http::Version::HTTP_2);
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     let echo: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(echo["path"], "/hello?x=1", "{echo}");

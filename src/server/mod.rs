@@ -211,7 +211,10 @@ impl Connection {
             Some(acceptor) => Box::pin(async move {
                 let io = HeadDeadline::new(stream, deadline, head.clone());
                 match acceptor.accept(io).await {
-                    Ok(tls) => self.drive(tls, Protocol::Detect, head, handler).await,
+                    Ok(tls) => {
+                        let protocol = protocol::negotiated(tls.get_ref().1.alpn_protocol());
+                        self.drive(tls, protocol, head, handler).await
+                    }
                     Err(e) => {
                         tracing::debug!(peer = %self.peer, error = %e, "TLS handshake failed")
                     }

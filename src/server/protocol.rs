@@ -1,14 +1,12 @@
 //! Which HTTP version a connection speaks, and the hyper connection that
-//! serves it.
+//! serves it: over TLS, what ALPN settled; in plain text, whether the first
+//! bytes, peeked at and left in the socket, are HTTP/2's preface.
 //!
-//! hyper-util's auto-detecting connection reads the first 24 bytes into a
-//! buffer of its own and hands them back to hyper's HTTP/1.1 parser
+//! hyper-util's auto-detecting connection would read those bytes into a
+//! buffer of its own and hand them back to hyper's HTTP/1.1 parser
 //! separately, which makes the parser double its read buffer to 16 KiB on
-//! every connection, for as long as the connection lives. A plain
-//! connection is therefore told apart by peeking at its first bytes, left
-//! in the socket, and served by hyper's HTTP/1.1 or HTTP/2 connection
-//! directly. TLS connections, and the rare client whose first bytes are
-//! a part of the HTTP/2 preface, still go through auto-detection.
+//! every connection for as long as it lives; and its HTTP/1.1 settings
+//! lack the exact head-size limit.
 
 use std::error::Error as StdError;
 use std::future::Future;
@@ -24,7 +22,6 @@ use hyper::rt::{Read, Write};
 use hyper::server::conn::{http1, http2};
 use hyper::service::Service;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::net::TcpStream;
 
 use crate::config::Limits;
@@ -43,32 +40,44 @@ pub(super) type BoxError = Box<dyn StdError + Send + Sync>;
 pub(super) enum Protocol {
     Http1,
     Http2,
-    /// Not known yet: read the first bytes and decide.
-    Detect,
 }
 
 /// Tells a plain connection's protocol from its first bytes, leaving them
 /// unread. Waits for the first bytes: the caller bounds the wait.
 pub(super) async fn sniff(stream: &TcpStream) -> io::Result<Protocol> {
     let mut first = [0u8; H2_PREFACE.len()];
-    let n = stream.peek(&mut first).await?;
-    Ok(if n == 0 || first[..n] != H2_PREFACE[..n] {
-        // Not HTTP/2 (or closed at once: HTTP/1.1 handles the end).
-        Protocol::Http1
-    } else if n == H2_PREFACE.len() {
+    let mut pause = Duration::from_millis(5);
+    loop {
+        let n = stream.peek(&mut first).await?;
+        if n == 0 || first[..n] != H2_PREFACE[..n] {
+            // Not HTTP/2 (or closed at once: HTTP/1.1 handles the end).
+            return Ok(Protocol::Http1);
+        }
+        if n == H2_PREFACE.len() {
+            return Ok(Protocol::Http2);
+        }
+        // A preface cut short. A peek returns the same bytes until more
+        // arrive, so wait, backing off: a client that stalls here costs a
+        // handful of wake-ups before the caller's deadline.
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(500));
+    }
+}
+
+/// The protocol ALPN settled on a TLS connection (HTTP/2 over TLS is only
+/// ever negotiated, RFC 9113 §3.2).
+pub(super) fn negotiated(alpn: Option<&[u8]>) -> Protocol {
+    if alpn == Some(b"h2") {
         Protocol::Http2
     } else {
-        // A preface cut short: a peek would return the same bytes again,
-        // so let auto-detection read the rest.
-        Protocol::Detect
-    })
+        Protocol::Http1
+    }
 }
 
 /// The connection settings for each protocol, built once per listener.
 pub(super) struct Builders {
     http1: http1::Builder,
     http2: http2::Builder<TokioExecutor>,
-    auto: auto::Builder<TokioExecutor>,
 }
 
 impl Builders {
@@ -96,18 +105,7 @@ impl Builders {
             .max_concurrent_streams(MAX_H2_STREAMS)
             .max_header_list_size(max_header_list);
 
-        let mut auto = auto::Builder::new(TokioExecutor::new());
-        auto.http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_read_timeout)
-            .max_buf_size(limits.max_header_bytes);
-        auto.http2()
-            .timer(TokioTimer::new())
-            .keep_alive_interval(Some(ping))
-            .keep_alive_timeout(ping_timeout)
-            .max_concurrent_streams(MAX_H2_STREAMS)
-            .max_header_list_size(max_header_list);
-        Builders { http1, http2, auto }
+        Builders { http1, http2 }
     }
 
     /// The connection serving `io` with `service` in `protocol`.
@@ -129,7 +127,6 @@ impl Builders {
         match protocol {
             Protocol::Http1 => Box::pin(self.http1.serve_connection(io, service).with_upgrades()),
             Protocol::Http2 => Box::pin(self.http2.serve_connection(io, service)),
-            Protocol::Detect => Box::pin(self.auto.serve_connection_with_upgrades(io, service)),
         }
     }
 }
@@ -174,25 +171,6 @@ where
 {
     fn poll_serve(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         Future::poll(self, cx).map_err(Into::into)
-    }
-
-    fn shut_down(self: Pin<&mut Self>) {
-        self.graceful_shutdown();
-    }
-}
-
-impl<I, S, B> Serving for auto::UpgradeableConnection<'_, I, S, TokioExecutor>
-where
-    I: Read + Write + Unpin + Send + 'static,
-    S: Service<Request<Incoming>, Response = Response<B>> + Send,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
-    fn poll_serve(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        Future::poll(self, cx)
     }
 
     fn shut_down(self: Pin<&mut Self>) {
