@@ -171,6 +171,11 @@ async fn start_with(
             limits,
             grace,
             refused: Some(metrics.connections_refused.clone()),
+            unread: Some(
+                metrics
+                    .client_timeouts
+                    .with_label_values(&["response_write"]),
+            ),
             on_rejected: Some({
                 let g = gateway.clone();
                 Arc::new(move |peer, status| g.rejected(peer, status))

@@ -148,6 +148,10 @@ async fn walk<'s>(
         client: req.client,
         proto: if req.tls { "https" } else { "http" },
         host: host.as_ref(),
+        upstream_host: snapshot
+            .upstreams
+            .get(upstream)
+            .and_then(|u| u.config.host.as_ref()),
         request_id: req.request_id,
     };
     Ok(Forward {

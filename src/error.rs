@@ -125,6 +125,9 @@ pub enum UpstreamFailure {
     /// Not the upstream's doing: the client's body passed
     /// `limits.maxRequestBodyBytes` while it was being sent.
     BodyTooLarge,
+    /// Not the upstream's doing either: the client stopped sending its body
+    /// for `limits.requestBodyTimeoutMs`.
+    BodyTimeout,
 }
 
 impl UpstreamFailure {
@@ -136,6 +139,7 @@ impl UpstreamFailure {
             UpstreamFailure::Timeout => "timeout",
             UpstreamFailure::Saturated => "saturated",
             UpstreamFailure::BodyTooLarge => "body_too_large",
+            UpstreamFailure::BodyTimeout => "body_timeout",
         }
     }
 }
@@ -213,6 +217,7 @@ impl GateError {
             GateError::Upstream(UpstreamFailure::Timeout) => StatusCode::GATEWAY_TIMEOUT,
             GateError::Upstream(UpstreamFailure::Saturated) => StatusCode::SERVICE_UNAVAILABLE,
             GateError::Upstream(UpstreamFailure::BodyTooLarge) => StatusCode::PAYLOAD_TOO_LARGE,
+            GateError::Upstream(UpstreamFailure::BodyTimeout) => StatusCode::REQUEST_TIMEOUT,
             GateError::Draining => StatusCode::SERVICE_UNAVAILABLE,
             GateError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
@@ -249,6 +254,9 @@ impl GateError {
                 "payload_too_large",
                 "the request body is larger than this gateway accepts",
             ),
+            GateError::Upstream(UpstreamFailure::BodyTimeout) => {
+                ("request_timeout", "the request body stopped arriving")
+            }
             GateError::Draining => ("temporarily_unavailable", "draining"),
             GateError::RateLimited { .. } => (
                 "rate_limited",
@@ -405,6 +413,7 @@ mod tests {
             (GateError::Upstream(Timeout), 504),
             (GateError::Upstream(Saturated), 503),
             (GateError::Upstream(BodyTooLarge), 413),
+            (GateError::Upstream(BodyTimeout), 408),
             (GateError::Auth(AuthFailure::UnverifiedEmail), 403),
             (GateError::Draining, 503),
             (GateError::RateLimited { retry_after: 3 }, 429),

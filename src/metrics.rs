@@ -43,6 +43,11 @@ pub struct Metrics {
     log_lines_dropped: IntCounter,
     /// `upgrades_total{route}`.
     pub upgrades: IntCounterVec,
+    /// `open_tunnels`: upgraded connections open now.
+    pub open_tunnels: IntGauge,
+    /// `client_timeouts_total{kind}`: requests ended because the client
+    /// stalled (`request_body`, `response_write`, `tunnel_idle`).
+    pub client_timeouts: IntCounterVec,
     /// `rate_limited_total{route}`.
     pub rate_limited: IntCounterVec,
     /// `token_cache_hits_total`.
@@ -93,6 +98,11 @@ impl Metrics {
             "Connections upgraded through the gateway (WebSocket and others), by route.",
             &["route"],
         )?;
+        let client_timeouts = counter_vec(
+            "client_timeouts_total",
+            "Exchanges ended because the client stalled, by kind (request_body: its body stopped arriving; response_write: it stopped reading the response; tunnel_idle: an upgraded connection fell silent).",
+            &["kind"],
+        )?;
         let rate_limited = counter_vec(
             "rate_limited_total",
             "Requests refused with 429 by a per-organization rate limit, by route.",
@@ -136,6 +146,11 @@ impl Metrics {
             "Requests being handled right now.",
         ))?;
         registry.register(Box::new(inflight.clone()))?;
+        let open_tunnels = IntGauge::with_opts(opts(
+            "open_tunnels",
+            "Upgraded connections (WebSocket and others) open right now.",
+        ))?;
+        registry.register(Box::new(open_tunnels.clone()))?;
         let token_cache_hits = IntCounter::with_opts(opts(
             "token_cache_hits_total",
             "Tokens found in the verified-token cache.",
@@ -169,6 +184,9 @@ impl Metrics {
         for reason in ["max_connections", "max_connections_per_client"] {
             connections_refused.with_label_values(&[reason]);
         }
+        for kind in ["request_body", "response_write", "tunnel_idle"] {
+            client_timeouts.with_label_values(&[kind]);
+        }
         for result in ["success", "error"] {
             jwks_fetches.with_label_values(&[result]);
         }
@@ -196,6 +214,8 @@ impl Metrics {
             connections_refused,
             log_lines_dropped,
             upgrades,
+            open_tunnels,
+            client_timeouts,
             rate_limited,
             token_cache_hits,
             token_cache_misses,

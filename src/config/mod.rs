@@ -128,6 +128,12 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// Largest request body; `None`: unlimited.
     pub max_request_body_bytes: Option<u64>,
+    /// A request body silent this long is ended (408).
+    pub request_body_timeout: Duration,
+    /// A response the client does not read for this long is abandoned.
+    pub response_write_timeout: Duration,
+    /// A tunnel silent both ways this long is closed.
+    pub tunnel_idle_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -139,6 +145,9 @@ impl Default for Limits {
             max_connections_per_client: 256,
             max_header_bytes: 64 * 1024,
             max_request_body_bytes: None,
+            request_body_timeout: Duration::from_secs(30),
+            response_write_timeout: Duration::from_secs(60),
+            tunnel_idle_timeout: Duration::from_secs(3600),
         }
     }
 }
@@ -244,6 +253,8 @@ pub struct UpstreamConfig {
     pub protocol: UpstreamProtocol,
     /// Pooled connections unused this long are closed.
     pub idle_timeout: Duration,
+    /// The `Host` sent upstream instead of the client's.
+    pub host: Option<http::HeaderValue>,
 }
 
 /// The protocol spoken to an upstream.

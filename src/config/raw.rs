@@ -109,6 +109,29 @@ pub struct RawLimits {
     /// bodies stream either way.
     #[serde(default, deserialize_with = "u64_or_string")]
     pub max_request_body_bytes: u64,
+    /// A request body that sends nothing for this long is ended: the
+    /// upstream request is cancelled and the client gets 408 if no response
+    /// has started. Default 30000.
+    #[serde(
+        default = "default_request_body_timeout",
+        deserialize_with = "u64_or_string"
+    )]
+    pub request_body_timeout_ms: u64,
+    /// A response the client takes nothing of for this long (a full socket,
+    /// or an HTTP/2 flow-control window kept at zero) is abandoned and its
+    /// upstream connection freed. Default 60000.
+    #[serde(
+        default = "default_response_write_timeout",
+        deserialize_with = "u64_or_string"
+    )]
+    pub response_write_timeout_ms: u64,
+    /// An upgraded connection (WebSocket) with no byte either way for this
+    /// long is closed. Default 3600000 (1 h).
+    #[serde(
+        default = "default_tunnel_idle_timeout",
+        deserialize_with = "u64_or_string"
+    )]
+    pub tunnel_idle_timeout_ms: u64,
 }
 
 impl Default for RawLimits {
@@ -120,8 +143,21 @@ impl Default for RawLimits {
             max_connections_per_client: default_max_per_client(),
             max_header_bytes: default_max_header_bytes(),
             max_request_body_bytes: 0,
+            request_body_timeout_ms: default_request_body_timeout(),
+            response_write_timeout_ms: default_response_write_timeout(),
+            tunnel_idle_timeout_ms: default_tunnel_idle_timeout(),
         }
     }
+}
+
+fn default_request_body_timeout() -> u64 {
+    30_000
+}
+fn default_response_write_timeout() -> u64 {
+    60_000
+}
+fn default_tunnel_idle_timeout() -> u64 {
+    3_600_000
 }
 
 fn default_header_read_timeout() -> u64 {
@@ -317,6 +353,11 @@ pub struct RawUpstream {
         deserialize_with = "u64_or_string"
     )]
     pub idle_timeout_ms: u64,
+    /// The `Host` sent to this upstream, for upstreams that route by
+    /// virtual host (`host` or `host:port`). Empty (the default): the
+    /// client's own; the client's is in `X-Forwarded-Host` either way.
+    #[serde(default)]
+    pub host: String,
 }
 
 /// A route.

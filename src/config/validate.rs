@@ -152,6 +152,7 @@ fn compile(raw: RawConfig, p: &mut Problems) -> Config {
             max_connections: positive(u.max_connections, &format!("{path}.maxConnections"), p),
             protocol,
             idle_timeout: Duration::from_millis(u.idle_timeout_ms),
+            host: upstream_host(&u.host, &format!("{path}.host"), p),
         });
     }
 
@@ -309,7 +310,30 @@ fn limits(l: &super::raw::RawLimits, p: &mut Problems) -> Limits {
             v
         },
         max_request_body_bytes: (l.max_request_body_bytes > 0).then_some(l.max_request_body_bytes),
+        request_body_timeout: ms(l.request_body_timeout_ms, "requestBodyTimeoutMs", p),
+        response_write_timeout: ms(l.response_write_timeout_ms, "responseWriteTimeoutMs", p),
+        tunnel_idle_timeout: ms(l.tunnel_idle_timeout_ms, "tunnelIdleTimeoutMs", p),
     }
+}
+
+/// An upstream's `Host`: an authority without user information, path or
+/// anything else a header could smuggle.
+fn upstream_host(raw: &str, path: &str, p: &mut Problems) -> Option<http::HeaderValue> {
+    if raw.is_empty() {
+        return None;
+    }
+    let valid = raw
+        .parse::<http::uri::Authority>()
+        .ok()
+        .filter(|a| a.as_str() == raw && !raw.contains('@'))
+        .and_then(|_| http::HeaderValue::from_str(raw).ok());
+    if valid.is_none() {
+        p.add(
+            path,
+            "must be a host name with an optional port, e.g. `api.internal:8443`",
+        );
+    }
+    valid
 }
 
 /// A count or duration that must be at least 1 (and fit in memory).

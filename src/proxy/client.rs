@@ -12,9 +12,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::body::{BodyTimeout, BodyTooLarge};
 use super::pool::{Pool, PoolError};
 
-use crate::access::BodyTooLarge;
 use crate::config::{UpstreamConfig, UpstreamProtocol};
 use crate::error::UpstreamFailure;
 use crate::tls::{TlsError, https_connector};
@@ -195,8 +195,8 @@ fn connect_failure(e: &(dyn std::error::Error + 'static)) -> UpstreamFailure {
 /// A failure on an open connection: the client's body over its limit, a
 /// timeout, or a broken exchange.
 fn exchange_failure(e: &(dyn std::error::Error + 'static)) -> UpstreamFailure {
-    if causes(e).any(|c| c.is::<BodyTooLarge>()) {
-        UpstreamFailure::BodyTooLarge
+    if let Some(client) = clients_doing(e) {
+        client
     } else if timed_out(e) {
         UpstreamFailure::Timeout
     } else {
@@ -209,8 +209,8 @@ fn exchange_failure(e: &(dyn std::error::Error + 'static)) -> UpstreamFailure {
 /// error; hyper's own timers report `is_timeout`), else a failure to
 /// connect, else a broken exchange.
 fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamFailure {
-    if causes(e).any(|c| c.is::<BodyTooLarge>()) {
-        UpstreamFailure::BodyTooLarge
+    if let Some(client) = clients_doing(e) {
+        client
     } else if timed_out(e) {
         UpstreamFailure::Timeout
     } else if e.is_connect() {
@@ -218,6 +218,19 @@ fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamFailure {
     } else {
         UpstreamFailure::Reset
     }
+}
+
+/// A failure caused by the client's body, not by the upstream.
+fn clients_doing(e: &(dyn std::error::Error + 'static)) -> Option<UpstreamFailure> {
+    causes(e).find_map(|c| {
+        if c.is::<BodyTooLarge>() {
+            Some(UpstreamFailure::BodyTooLarge)
+        } else if c.is::<BodyTimeout>() {
+            Some(UpstreamFailure::BodyTimeout)
+        } else {
+            None
+        }
+    })
 }
 
 fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {

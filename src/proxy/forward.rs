@@ -16,10 +16,10 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 
+use super::body::{BodyRules, CountedBody};
 use super::client::ResponseBody;
 use super::headers::{self, Carried, RequestId, X_REQUEST_ID};
-use super::upgrade::Tunnels;
-use crate::access::CountedBody;
+use super::upgrade::{ConnectionHold, Tunnels};
 use crate::error::{GateError, UpstreamFailure};
 use crate::layer::Verified;
 use crate::metrics::Metrics;
@@ -43,13 +43,19 @@ pub struct Forwarded {
 pub struct Forwarder {
     metrics: Arc<Metrics>,
     tunnels: Arc<Tunnels>,
+    request_body_timeouts: prometheus::IntCounter,
 }
 
 impl Forwarder {
     /// A forwarder counting into `metrics`, keeping upgraded connections
     /// in `tunnels`.
     pub fn new(metrics: Arc<Metrics>, tunnels: Arc<Tunnels>) -> Forwarder {
-        Forwarder { metrics, tunnels }
+        let request_body_timeouts = metrics.client_timeouts.with_label_values(&["request_body"]);
+        Forwarder {
+            metrics,
+            tunnels,
+            request_body_timeouts,
+        }
     }
 
     async fn forward(
@@ -82,10 +88,15 @@ impl Forwarder {
         parts.version = upstream.version();
         // Upgrades are HTTP/1.1's; an HTTP/2 upstream would need extended CONNECT.
         let carried = Carried::read(&parts.headers, !upstream.config.protocol.is_http2());
-        let client_upgrade = parts
-            .extensions
-            .remove::<OnUpgrade>()
-            .filter(|_| carried.is_upgrade());
+        let client_upgrade = carried
+            .upgrade()
+            .cloned()
+            .zip(parts.extensions.remove::<OnUpgrade>())
+            .map(|(protocols, upgrade)| ClientUpgrade {
+                protocols,
+                upgrade,
+                hold: parts.extensions.remove::<ConnectionHold>(),
+            });
         std::mem::take(&mut verified.forward.rewrite).apply(&mut parts.headers);
         carried.restore(&mut parts.headers);
         if upstream.config.protocol.is_http2() {
@@ -99,13 +110,19 @@ impl Forwarder {
         if limit.is_some_and(|l| content_length(&parts.headers).is_some_and(|n| n > l)) {
             return Err(GateError::Upstream(UpstreamFailure::BodyTooLarge));
         }
-        let body = CountedBody::new(body, bytes_in, limit);
+        let limits = BodyRules {
+            protected: snapshot.config.protected_headers.clone(),
+            max_bytes: limit,
+            idle_timeout: snapshot.config.limits.request_body_timeout,
+            timeouts: self.request_body_timeouts.clone(),
+        };
+        let body = CountedBody::new(body, bytes_in, limits);
         let name = upstream.config.name.as_str();
         let resp = match upstream.send(Request::from_parts(parts, body)).await {
             Ok(resp) => resp,
             // The client's doing, not the upstream's: not counted against it.
-            Err(UpstreamFailure::BodyTooLarge) => {
-                return Err(GateError::Upstream(UpstreamFailure::BodyTooLarge));
+            Err(failure @ (UpstreamFailure::BodyTooLarge | UpstreamFailure::BodyTimeout)) => {
+                return Err(GateError::Upstream(failure));
             }
             Err(failure) => {
                 self.metrics
@@ -120,7 +137,8 @@ impl Forwarder {
             .with_label_values(&[name, resp.status().as_str()])
             .inc();
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-            return self.switch_protocols(resp, client_upgrade, &verified);
+            let idle = snapshot.config.limits.tunnel_idle_timeout;
+            return self.switch_protocols(resp, client_upgrade, idle, &verified);
         }
         let (mut parts, body) = resp.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers);
@@ -131,12 +149,14 @@ impl Forwarder {
     }
 
     /// Relays an upstream's 101 and splices the two connections. A 101 the
-    /// client did not ask for (or that names no protocol) cannot be relayed:
-    /// the client would not know what the connection now speaks.
+    /// client did not ask for, or to a protocol other than the one it asked
+    /// for, cannot be relayed: the client would not know what the connection
+    /// now speaks.
     fn switch_protocols(
         &self,
         mut resp: Response<ResponseBody>,
-        client: Option<OnUpgrade>,
+        client: Option<ClientUpgrade>,
+        idle: std::time::Duration,
         verified: &Verified,
     ) -> Result<Response<ResponseBody>, GateError> {
         let protocol = resp.headers().get(header::UPGRADE).cloned();
@@ -148,6 +168,14 @@ impl Forwarder {
             );
             return Err(GateError::Upstream(UpstreamFailure::Reset));
         };
+        if !headers::offers(&client.protocols, &protocol) {
+            tracing::warn!(
+                request_id = %verified.request_id,
+                route = %verified.route,
+                "the upstream switched to a protocol the client did not ask for"
+            );
+            return Err(GateError::Upstream(UpstreamFailure::Reset));
+        }
         let upstream = hyper::upgrade::on(&mut resp);
         let (mut parts, body) = resp.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers);
@@ -155,10 +183,16 @@ impl Forwarder {
         parts
             .headers
             .insert(X_REQUEST_ID, verified.request_id.header_value());
-        // The (empty) body holds the upstream's connection slot: a tunnel
-        // keeps the connection, so it keeps the slot.
-        self.tunnels
-            .open(client, upstream, body, verified.request_id.clone());
+        // The (empty) body holds the upstream's connection slot, and the
+        // hold the client's: a tunnel keeps both connections, so it keeps
+        // their slots.
+        self.tunnels.open(
+            client.upgrade,
+            upstream,
+            (body, client.hold),
+            idle,
+            verified.request_id.clone(),
+        );
         self.metrics
             .upgrades
             .with_label_values(&[&*verified.route])
@@ -166,6 +200,16 @@ impl Forwarder {
         let empty = http_body_util::Empty::new().map_err(|never| match never {});
         Ok(Response::from_parts(parts, empty.boxed()))
     }
+}
+
+/// A client's request to switch protocols.
+struct ClientUpgrade {
+    /// The protocols it offered (`Upgrade`).
+    protocols: http::HeaderValue,
+    /// Its connection, once the 101 has been written.
+    upgrade: OnUpgrade,
+    /// Its connection's slots, if the server gave them.
+    hold: Option<ConnectionHold>,
 }
 
 impl tower::Service<Request<Incoming>> for Forwarder {

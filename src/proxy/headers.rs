@@ -113,6 +113,11 @@ impl Carried {
         self.upgrade.is_some()
     }
 
+    /// The protocols the request asks to upgrade to, if forwarded.
+    pub fn upgrade(&self) -> Option<&HeaderValue> {
+        self.upgrade.as_ref()
+    }
+
     /// Puts the carried headers back after [`strip_hop_by_hop`].
     pub fn restore(self, headers: &mut HeaderMap) {
         if self.trailers {
@@ -122,6 +127,20 @@ impl Carried {
             set_upgrade(headers, protocol);
         }
     }
+}
+
+/// Whether an `Upgrade` answer names exactly one of the protocols that the
+/// request's `Upgrade` offered (product tokens, compared without case).
+pub fn offers(offered: &HeaderValue, chosen: &HeaderValue) -> bool {
+    let (Ok(offered), Ok(chosen)) = (offered.to_str(), chosen.to_str()) else {
+        return false;
+    };
+    let chosen = chosen.trim();
+    !chosen.is_empty()
+        && !chosen.contains(',')
+        && offered
+            .split(',')
+            .any(|p| p.trim().eq_ignore_ascii_case(chosen))
 }
 
 /// Sets exactly `Connection: upgrade` and `Upgrade: protocol`.
@@ -314,6 +333,8 @@ pub struct Seen<'a> {
     pub proto: &'static str,
     /// The request's host.
     pub host: Option<&'a HeaderValue>,
+    /// The `Host` the upstream is configured to get instead.
+    pub upstream_host: Option<&'a HeaderValue>,
     /// The request id.
     pub request_id: &'a RequestId,
 }
@@ -340,7 +361,7 @@ impl Rewrite {
             }
         };
         put(&header::AUTHORIZATION, token.and_then(bearer));
-        put(&header::HOST, seen.host.cloned());
+        put(&header::HOST, seen.upstream_host.or(seen.host).cloned());
         put(&X_FORWARDED_FOR, client_value(seen.client));
         put(
             &X_FORWARDED_PROTO,
@@ -379,6 +400,26 @@ impl Rewrite {
         for (name, value) in self.set {
             h.insert(name, value);
         }
+    }
+}
+
+/// Filters a request's trailers as its headers were: nothing hop-by-hop,
+/// nothing spoofable or `protected`, and none of the fields a trailer must
+/// not carry (RFC 9110 §6.5.1: framing, routing and credentials), which the
+/// upstream would otherwise take from the client unchecked.
+pub fn filter_trailers(trailers: &mut HeaderMap, protected: &[HeaderName]) {
+    strip_hop_by_hop(trailers);
+    strip_spoofable(trailers, protected.iter());
+    for name in [
+        header::AUTHORIZATION,
+        header::COOKIE,
+        header::HOST,
+        header::CONTENT_LENGTH,
+        header::CONTENT_TYPE,
+        header::CONTENT_ENCODING,
+        X_REQUEST_ID,
+    ] {
+        trailers.remove(name);
     }
 }
 

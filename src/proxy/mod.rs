@@ -1,5 +1,6 @@
 //! Forwarding: header rewriting and the pooled upstream clients.
 
+pub mod body;
 pub mod client;
 pub mod forward;
 pub mod headers;

@@ -1,11 +1,14 @@
 //! HTTP/1.1 connections to one upstream, kept for reuse.
 //!
-//! A connection is taken for one request and given back when the
-//! response body has been read to its end, so a reused connection is
-//! never shared with a response still streaming. The most recently used
-//! connection is taken first (it is the least likely to have been closed
-//! by the upstream); connections idle past the upstream's idle timeout are
-//! closed by a reaper that stops with the pool.
+//! A connection is taken for one request and given back once it has both
+//! written the request body and read the response body to their ends, as
+//! hyper-util's pool does: an upstream may answer before it has read the
+//! body (Tomcat and Node do), and a connection handed on while a slow
+//! client is still sending would make the next request wait for that
+//! client. The most recently used connection is taken first (it is the
+//! least likely to have been closed by the upstream), and the wait for it
+//! to be ready is bounded; connections idle past the upstream's idle
+//! timeout are closed by a reaper that stops with the pool.
 //!
 //! hyper-util's general-purpose client does the same for any protocol, at
 //! the cost of a pool keyed by origin and a large boxed future on every
@@ -13,6 +16,7 @@
 
 use std::error::Error as StdError;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -27,10 +31,14 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use tokio::time::Instant;
 use tower::Service;
 
-use crate::access::CountedBody;
+use super::body::CountedBody;
 
 /// The body type sent upstream: the client's body, streamed as it comes.
 pub type UpstreamBody = CountedBody<Incoming>;
+
+/// How long a pooled connection whose exchange has ended may take to be
+/// ready for the next one before a new connection is opened instead.
+const READY_WAIT: Duration = Duration::from_millis(250);
 
 /// Why a request got no response.
 #[derive(Debug)]
@@ -42,7 +50,7 @@ pub enum PoolError {
 }
 
 struct Idle {
-    sender: SendRequest<UpstreamBody>,
+    sender: SendRequest<Sending>,
     since: Instant,
 }
 
@@ -103,9 +111,11 @@ impl Pool {
         req.headers_mut()
             .entry(http::header::HOST)
             .or_insert_with(|| self.host.clone());
+        let (req, sent) = Sending::wrap(req);
+        let mut req = req;
         if let Some(mut sender) = self.checkout().await {
             match sender.try_send_request(req).await {
-                Ok(resp) => return Ok(self.lend(sender, resp)),
+                Ok(resp) => return Ok(self.lend(sender, resp, sent)),
                 Err(mut e) => match e.take_message() {
                     // Never written: safe to send again.
                     Some(unsent) => req = unsent,
@@ -118,11 +128,11 @@ impl Pool {
             .send_request(req)
             .await
             .map_err(PoolError::Exchange)?;
-        Ok(self.lend(sender, resp))
+        Ok(self.lend(sender, resp, sent))
     }
 
-    /// The most recently used idle connection that is still open.
-    async fn checkout(&self) -> Option<SendRequest<UpstreamBody>> {
+    /// The most recently used idle connection that is ready for a request.
+    async fn checkout(&self) -> Option<SendRequest<Sending>> {
         loop {
             let idle = lock(&self.idle).pop()?;
             if idle.since.elapsed() >= self.idle_timeout {
@@ -131,15 +141,16 @@ impl Pool {
                 return None;
             }
             let mut sender = idle.sender;
-            // Given back at the end of a body, it is ready once its
-            // connection task has seen that end; a closed one errs.
-            if sender.ready().await.is_ok() {
+            // Given back when both bodies ended, it is ready as soon as its
+            // connection task has seen those ends; a closed one errs, and
+            // one that is not ready in time is dropped, never waited on.
+            if let Ok(Ok(())) = tokio::time::timeout(READY_WAIT, sender.ready()).await {
                 return Some(sender);
             }
         }
     }
 
-    async fn connect(&self) -> Result<SendRequest<UpstreamBody>, PoolError> {
+    async fn connect(&self) -> Result<SendRequest<Sending>, PoolError> {
         let io = self
             .connector
             .clone()
@@ -160,18 +171,23 @@ impl Pool {
     /// The response, with a body that gives the connection back at its end.
     fn lend(
         self: &Arc<Self>,
-        sender: SendRequest<UpstreamBody>,
+        sender: SendRequest<Sending>,
         resp: Response<Incoming>,
+        sent: Option<Arc<AtomicBool>>,
     ) -> Response<PooledBody> {
         // A switched connection is the tunnel's now.
         let sender = (resp.status() != http::StatusCode::SWITCHING_PROTOCOLS).then_some(sender);
         resp.map(|body| PooledBody {
             body,
-            lent: sender.map(|sender| (sender, Arc::downgrade(self))),
+            lent: sender.map(|sender| Lent {
+                sender,
+                pool: Arc::downgrade(self),
+                sent,
+            }),
         })
     }
 
-    fn give_back(&self, sender: SendRequest<UpstreamBody>) {
+    fn give_back(&self, sender: SendRequest<Sending>) {
         let mut idle = lock(&self.idle);
         if idle.len() < self.max_idle && !sender.is_closed() {
             idle.push(Idle {
@@ -200,20 +216,52 @@ async fn reap(pool: Weak<Pool>, idle_timeout: Duration) {
     }
 }
 
+/// A connection lent to one exchange, and how to tell that the request
+/// body has been written.
+struct Lent {
+    sender: SendRequest<Sending>,
+    pool: Weak<Pool>,
+    /// Set once hyper has taken the request body's last frame; `None` for
+    /// a body that was empty from the start.
+    sent: Option<Arc<AtomicBool>>,
+}
+
+impl Lent {
+    /// The response has been read: the connection goes back now if the
+    /// request has been written too, else once hyper says the connection
+    /// is ready (the request body ended), which may be never.
+    fn response_read(self) {
+        let Some(pool) = self.pool.upgrade() else {
+            return;
+        };
+        if self.sent.as_ref().is_none_or(|s| s.load(Ordering::Acquire)) {
+            pool.give_back(self.sender);
+            return;
+        }
+        let mut sender = self.sender;
+        let pool = self.pool;
+        tokio::spawn(async move {
+            if sender.ready().await.is_ok() {
+                if let Some(pool) = pool.upgrade() {
+                    pool.give_back(sender);
+                }
+            }
+        });
+    }
+}
+
 /// An upstream response body that gives its connection back to the pool
 /// once read to the end. Dropped before its end, the connection is closed
 /// with it (hyper cannot reuse a connection with a response half read).
 pub struct PooledBody {
     body: Incoming,
-    lent: Option<(SendRequest<UpstreamBody>, Weak<Pool>)>,
+    lent: Option<Lent>,
 }
 
 impl PooledBody {
     fn ended(&mut self) {
-        if let Some((sender, pool)) = self.lent.take() {
-            if let Some(pool) = pool.upgrade() {
-                pool.give_back(sender);
-            }
+        if let Some(lent) = self.lent.take() {
+            lent.response_read();
         }
     }
 }
@@ -240,6 +288,56 @@ impl Body for PooledBody {
             Poll::Ready(None) => self.ended(),
             Poll::Ready(Some(Ok(_))) if self.body.is_end_stream() => self.ended(),
             Poll::Ready(Some(Err(_))) => self.lent = None,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// The request body as the pool sends it: it says when hyper has taken its
+/// last frame, which is when the connection may serve another request.
+pub struct Sending {
+    body: UpstreamBody,
+    sent: Option<Arc<AtomicBool>>,
+}
+
+impl Sending {
+    /// `req` with its body wrapped, and the flag its end sets (`None` for
+    /// an empty body, which hyper never polls: no flag to allocate).
+    fn wrap(req: Request<UpstreamBody>) -> (Request<Sending>, Option<Arc<AtomicBool>>) {
+        let sent = (!req.body().is_end_stream()).then(|| Arc::new(AtomicBool::new(false)));
+        let flag = sent.clone();
+        (req.map(|body| Sending { body, sent }), flag)
+    }
+
+    fn mark_sent(&self) {
+        if let Some(sent) = &self.sent {
+            sent.store(true, Ordering::Release);
+        }
+    }
+}
+
+impl Body for Sending {
+    type Data = Bytes;
+    type Error = <UpstreamBody as Body>::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => self.mark_sent(),
+            // hyper stops polling a body that says it has ended.
+            Poll::Ready(Some(Ok(_))) if self.body.is_end_stream() => self.mark_sent(),
             _ => {}
         }
         polled

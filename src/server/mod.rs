@@ -7,7 +7,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,11 +22,14 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::Limits;
+use crate::proxy::upgrade::ConnectionHold;
 use crate::reload::TlsSwap;
 
+mod activity;
 mod deadline;
 mod protocol;
 
+use activity::{Activity, Served, WriteWatch};
 use deadline::HeadDeadline;
 use protocol::{Builders, Protocol};
 
@@ -44,6 +47,8 @@ pub struct ServeOptions {
     /// Told of each request hyper answered itself before any handler saw
     /// it (400 for a malformed head, 431 for an oversized one).
     pub on_rejected: Option<Rejected>,
+    /// Counts responses abandoned because the client stopped reading them.
+    pub unread: Option<prometheus::IntCounter>,
 }
 
 /// See [`ServeOptions::on_rejected`]: the client and the status sent.
@@ -58,6 +63,7 @@ impl ServeOptions {
             grace,
             refused: None,
             on_rejected: None,
+            unread: None,
         }
     }
 }
@@ -82,8 +88,7 @@ pub async fn serve<H, F, B>(
 ) where
     H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<B>> + Send + 'static,
-    B: hyper::body::Body + Send + 'static,
-    B::Data: Send,
+    B: hyper::body::Body<Data = bytes::Bytes> + Unpin + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let limits = options.limits.clone();
@@ -125,20 +130,24 @@ pub async fn serve<H, F, B>(
             continue;
         };
         let _ = stream.set_nodelay(true);
+        // The slots go when the connection's task ends and any tunnel it
+        // became has closed.
+        let hold = ConnectionHold(Arc::new((client, permit)));
         let conn = Connection {
             peer,
             builders: builders.clone(),
             limits: limits.clone(),
             phase: phase_rx.clone(),
             on_rejected: options.on_rejected.clone(),
+            unread: options.unread.clone(),
+            hold: hold.clone(),
         };
         let handler = handler.clone();
         let tls = options.tls.as_ref().map(|t| t.load_full());
         let work = conn.run(stream, tls, handler);
         let fut = async move {
             work.await;
-            drop(client);
-            drop(permit);
+            drop(hold);
         };
         tokio::spawn(fut);
     }
@@ -161,6 +170,8 @@ struct Connection {
     limits: Limits,
     phase: watch::Receiver<Phase>,
     on_rejected: Option<Rejected>,
+    unread: Option<prometheus::IntCounter>,
+    hold: ConnectionHold,
 }
 
 impl Connection {
@@ -177,12 +188,12 @@ impl Connection {
     where
         H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
         F: Future<Output = Response<B>> + Send + 'static,
-        B: hyper::body::Body + Send + 'static,
-        B::Data: Send,
+        B: hyper::body::Body<Data = bytes::Bytes> + Unpin + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let head = Arc::new(AtomicBool::new(false));
         let deadline = Instant::now() + self.limits.header_read_timeout;
+        let activity = Arc::new(Activity::new());
         match tls {
             None => Box::pin(async move {
                 let mut phase = self.phase.clone();
@@ -203,17 +214,19 @@ impl Connection {
                         return;
                     }
                 };
-                let io = HeadDeadline::new(stream, deadline, head.clone());
-                self.drive(io, protocol, head, handler).await
+                let io = WriteWatch::new(stream, activity.clone());
+                let io = HeadDeadline::new(io, deadline, head.clone());
+                self.drive(io, protocol, head, activity, handler).await
             }),
             // The head deadline covers the handshake too: a client that
             // opens TLS and stalls is released on the same clock.
             Some(acceptor) => Box::pin(async move {
-                let io = HeadDeadline::new(stream, deadline, head.clone());
+                let io = WriteWatch::new(stream, activity.clone());
+                let io = HeadDeadline::new(io, deadline, head.clone());
                 match acceptor.accept(io).await {
                     Ok(tls) => {
                         let protocol = protocol::negotiated(tls.get_ref().1.alpn_protocol());
-                        self.drive(tls, protocol, head, handler).await
+                        self.drive(tls, protocol, head, activity, handler).await
                     }
                     Err(e) => {
                         tracing::debug!(peer = %self.peer, error = %e, "TLS handshake failed")
@@ -228,35 +241,45 @@ impl Connection {
         io: I,
         protocol: Protocol,
         head: Arc<AtomicBool>,
+        activity: Arc<Activity>,
         handler: H,
     ) where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
         H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
         F: Future<Output = Response<B>> + Send + 'static,
-        B: hyper::body::Body + Send + 'static,
-        B::Data: Send,
+        B: hyper::body::Body<Data = bytes::Bytes> + Unpin + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let activity = Arc::new(Activity::new());
         let peer = self.peer;
         let service = {
             let activity = activity.clone();
-            service_fn(move |req| {
+            let hold = self.hold.clone();
+            service_fn(move |mut req: Request<Incoming>| {
                 head.store(true, Ordering::Relaxed);
+                if req.headers().contains_key(http::header::UPGRADE) {
+                    req.extensions_mut().insert(hold.clone());
+                }
                 let busy = activity.enter();
+                let activity = activity.clone();
                 let handler = handler.clone();
                 // Boxed: hyper keeps a slot the size of this future on every
                 // connection, idle or not; boxing moves it to the request.
                 Box::pin(async move {
                     let resp = handler(req, peer).await;
                     drop(busy);
+                    let resp = match protocol {
+                        Protocol::Http1 => resp.map(Served::Plain),
+                        Protocol::Http2 => resp.map(|b| Served::Watched(activity.watch(b))),
+                    };
                     Ok::<_, Infallible>(resp)
                 })
             })
         };
         let mut conn = self.builders.serve(protocol, TokioIo::new(io), service);
         let idle = self.limits.idle_timeout;
-        let mut tick = tokio::time::interval((idle / 4).max(Duration::from_millis(25)));
+        let unread = self.limits.response_write_timeout;
+        let period = (idle.min(unread) / 4).max(Duration::from_millis(25));
+        let mut tick = tokio::time::interval(period);
         let mut closing = false;
         loop {
             tokio::select! {
@@ -268,8 +291,20 @@ impl Connection {
                     }
                     return;
                 }
-                _ = tick.tick(), if !closing => {
-                    if activity.idle_for() >= idle {
+                _ = tick.tick() => {
+                    if activity.write_blocked_for() >= unread {
+                        // Nothing more can reach this client: close rather
+                        // than wait on it, freeing what its responses hold.
+                        tracing::debug!(%peer, "closing a connection whose client stopped reading");
+                        self.count_unread(1);
+                        return;
+                    }
+                    let abandoned = activity.abandon_unread(unread);
+                    if abandoned > 0 {
+                        tracing::debug!(%peer, streams = abandoned, "abandoned responses the client stopped reading");
+                        self.count_unread(abandoned);
+                    }
+                    if !closing && activity.idle_for() >= idle {
                         tracing::debug!(%peer, "closing an idle connection");
                         conn.as_mut().shut_down();
                         closing = true;
@@ -296,6 +331,14 @@ impl Connection {
     }
 }
 
+impl Connection {
+    fn count_unread(&self, n: usize) {
+        if let Some(c) = &self.unread {
+            c.inc_by(n as u64);
+        }
+    }
+}
+
 /// The status hyper answered with, when it refused a request head itself.
 fn rejected_status(e: &(dyn std::error::Error + 'static)) -> Option<u16> {
     let e = e.downcast_ref::<hyper::Error>()?;
@@ -305,52 +348,6 @@ fn rejected_status(e: &(dyn std::error::Error + 'static)) -> Option<u16> {
         Some(400)
     } else {
         None
-    }
-}
-
-/// Whether a connection has a request in flight, and since when it has not.
-struct Activity {
-    started: Instant,
-    inflight: AtomicUsize,
-    /// Milliseconds after `started` at which the last request finished.
-    idle_since: AtomicU64,
-}
-
-impl Activity {
-    fn new() -> Activity {
-        Activity {
-            started: Instant::now(),
-            inflight: AtomicUsize::new(0),
-            idle_since: AtomicU64::new(0),
-        }
-    }
-
-    fn now_ms(&self) -> u64 {
-        self.started.elapsed().as_millis() as u64
-    }
-
-    fn enter(self: &Arc<Self>) -> Busy {
-        self.inflight.fetch_add(1, Ordering::AcqRel);
-        Busy(self.clone())
-    }
-
-    fn idle_for(&self) -> Duration {
-        if self.inflight.load(Ordering::Acquire) > 0 {
-            return Duration::ZERO;
-        }
-        let since = self.idle_since.load(Ordering::Acquire);
-        Duration::from_millis(self.now_ms().saturating_sub(since))
-    }
-}
-
-/// A request in flight on a connection. A guard, since hyper drops the
-/// handler's future when the client goes away.
-struct Busy(Arc<Activity>);
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        self.0.idle_since.store(self.0.now_ms(), Ordering::Release);
-        self.0.inflight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
