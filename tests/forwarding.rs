@@ -161,6 +161,62 @@ async fn x_forwarded_headers_are_set() {
 }
 
 #[tokio::test]
+async fn an_upstream_host_replaces_the_clients_host_upstream_only() {
+    let ring = ring(Algorithm::RS256);
+    let jwks = JwksServer::with_ring(ring).await;
+    let echo = Echo::start().await;
+    let rest = format!(
+        r#"  vhost:
+    url: "{}"
+    host: "api.internal:8443"
+routes:
+  - name: vhost
+    match: {{ pathPrefix: /vhost }}
+    auth: none
+    upstream: vhost
+  - name: plain
+    match: {{ pathPrefix: /plain }}
+    auth: none
+    upstream: echo
+"#,
+        echo.url()
+    );
+    let gate = Gate::start_ready(&config(&jwks, &echo, "", &rest)).await;
+    let r = gate
+        .get_with("/vhost/x", &[("host", "apk.example.com")])
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.upstream_header("host").as_deref(),
+        Some("api.internal:8443")
+    );
+    assert_eq!(
+        r.upstream_header("x-forwarded-host").as_deref(),
+        Some("apk.example.com")
+    );
+    // Other upstreams still get the client's.
+    let r = gate
+        .get_with("/plain/x", &[("host", "apk.example.com")])
+        .await;
+    assert_eq!(
+        r.upstream_header("host").as_deref(),
+        Some("apk.example.com")
+    );
+
+    // A value that is not a host is a config error naming its path.
+    let bad = config(
+        &jwks,
+        &echo,
+        "",
+        "  vhost:\n    url: \"http://127.0.0.1:1\"\n    host: \"a b/c\"\nroutes: []\n",
+    );
+    let err = idp_gate::config::Config::from_yaml(&bad, std::path::Path::new("t.yaml"), &|_| None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("upstreams.vhost.host"), "{err}");
+}
+
+#[tokio::test]
 async fn request_id_is_kept_when_sane_and_generated_otherwise() {
     let w = World::default().await;
     let r = w

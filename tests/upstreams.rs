@@ -38,6 +38,7 @@ async fn grpc_echo(
         .trailers()
         .and_then(|t| t.get("x-client-trailer"))
         .cloned();
+    let got_trailers = collected.trailers().cloned().unwrap_or_default();
     let data = collected.to_bytes();
 
     let mut trailers = HeaderMap::new();
@@ -45,6 +46,14 @@ async fn grpc_echo(
     trailers.insert("grpc-message", HeaderValue::from_static("echoed"));
     if let Some(v) = client_trailer {
         trailers.insert("x-client-trailer", v);
+    }
+    // Every trailer the upstream got, under `x-got-<name>`.
+    for (name, value) in &got_trailers {
+        let got = format!("x-got-{name}");
+        trailers.insert(
+            http::HeaderName::from_bytes(got.as_bytes()).unwrap(),
+            value.clone(),
+        );
     }
     let body = Full::new(data)
         .with_trailers(async move { Some(Ok(trailers)) })
@@ -197,6 +206,86 @@ routes:
         )
         .await,
         1.0
+    );
+}
+
+#[tokio::test]
+async fn request_trailers_are_filtered_like_headers() {
+    let ring = ring(Algorithm::RS256);
+    let jwks = JwksServer::with_ring(ring.clone()).await;
+    let echo = Echo::start().await;
+    let (grpc, _task) = h2_upstream(None).await;
+    let rest = format!(
+        r#"  grpc:
+    url: "http://{grpc}"
+    protocol: h2c
+routes:
+  - name: grpc
+    match: {{ pathPrefix: /echo.Echo/ }}
+    upstream: grpc
+organizationBinding:
+  header: X-WSO2-Organization
+forwarding:
+  claimsHeaders:
+    email: X-Claim-Email
+"#
+    );
+    let gate = Gate::start_ready(&config(&jwks, &echo, "", &rest)).await;
+    let token = sign(&ring.active(), &claims(&jwks.issuer(), "org_abc", &[]));
+
+    let stream = TcpStream::connect(gate.proxy).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let forged = [
+        ("x-client-trailer", "kept"),
+        ("x-forwarded-user", "admin@example.com"),
+        ("x-forwarded-org", "org_other"),
+        ("x_forwarded_org", "org_other"),
+        ("x-forwarded-sub", "someone"),
+        ("x-wso2-organization", "org2"),
+        ("x-claim-email", "admin@example.com"),
+        ("authorization", "Bearer forged"),
+        ("cookie", "session=forged"),
+        ("forwarded", "for=10.0.0.1"),
+        ("x-real-ip", "10.0.0.1"),
+        ("x-forwarded-for", "10.0.0.1"),
+        ("x-http-method-override", "DELETE"),
+        ("x-request-id", "forged-id"),
+        ("host", "elsewhere.example.com"),
+        ("content-length", "1"),
+    ];
+    let mut trailers = HeaderMap::new();
+    for (k, v) in forged {
+        trailers.insert(k, HeaderValue::from_static(v));
+    }
+    let body = Full::new(Bytes::from_static(MESSAGE))
+        .with_trailers(async move { Some(Ok(trailers)) })
+        .boxed();
+    let req = Request::post(format!("http://{}/echo.Echo/Say", gate.proxy))
+        .header(header::CONTENT_TYPE, "application/grpc")
+        .header(header::TE, "trailers")
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(body)
+        .unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(10), sender.send_request(req))
+        .await
+        .expect("in time")
+        .expect("a response");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let collected = resp.into_body().collect().await.expect("response body");
+    let got: Vec<String> = collected
+        .trailers()
+        .expect("response trailers")
+        .keys()
+        .filter_map(|k| k.as_str().strip_prefix("x-got-").map(str::to_string))
+        .collect();
+    assert_eq!(
+        got,
+        ["x-client-trailer"],
+        "trailers that reached the upstream"
     );
 }
 
