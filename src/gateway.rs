@@ -42,12 +42,13 @@ pub struct Gateway {
 impl Gateway {
     /// A gateway serving `snapshot`; `tls` says what `X-Forwarded-Proto` is.
     pub fn new(snapshot: Snapshot, metrics: Arc<Metrics>, tls: bool) -> Gateway {
+        let limits = snapshot.config.limits.clone();
         let snapshot = Arc::new(ArcSwap::from_pointee(snapshot));
         let tunnels = Arc::new(Tunnels::new(
             metrics.open_tunnels.clone(),
             metrics.client_timeouts.with_label_values(&["tunnel_idle"]),
         ));
-        let forwarder = Forwarder::new(metrics.clone(), tunnels.clone());
+        let forwarder = Forwarder::new(metrics.clone(), tunnels.clone(), &limits);
         let service = tower::Layer::layer(&AuthLayer::from_snapshot(snapshot.clone()), forwarder);
         Gateway {
             snapshot,

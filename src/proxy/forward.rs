@@ -20,6 +20,7 @@ use super::body::{BodyRules, CountedBody};
 use super::client::ResponseBody;
 use super::headers::{self, Carried, RequestId, X_REQUEST_ID};
 use super::upgrade::{ConnectionHold, Tunnels};
+use crate::config::Limits;
 use crate::error::{GateError, UpstreamFailure};
 use crate::layer::Verified;
 use crate::metrics::Metrics;
@@ -44,17 +45,24 @@ pub struct Forwarder {
     metrics: Arc<Metrics>,
     tunnels: Arc<Tunnels>,
     request_body_timeouts: prometheus::IntCounter,
+    /// `limits.requestBodyTimeoutMs` and `limits.tunnelIdleTimeoutMs`, as
+    /// at the start (limits take effect at the next start, as the
+    /// listener's do).
+    request_body_timeout: std::time::Duration,
+    tunnel_idle_timeout: std::time::Duration,
 }
 
 impl Forwarder {
     /// A forwarder counting into `metrics`, keeping upgraded connections
-    /// in `tunnels`.
-    pub fn new(metrics: Arc<Metrics>, tunnels: Arc<Tunnels>) -> Forwarder {
+    /// in `tunnels`, with the body and tunnel timeouts of `limits`.
+    pub fn new(metrics: Arc<Metrics>, tunnels: Arc<Tunnels>, limits: &Limits) -> Forwarder {
         let request_body_timeouts = metrics.client_timeouts.with_label_values(&["request_body"]);
         Forwarder {
             metrics,
             tunnels,
             request_body_timeouts,
+            request_body_timeout: limits.request_body_timeout,
+            tunnel_idle_timeout: limits.tunnel_idle_timeout,
         }
     }
 
@@ -113,7 +121,7 @@ impl Forwarder {
         let limits = BodyRules {
             protected: snapshot.config.protected_headers.clone(),
             max_bytes: limit,
-            idle_timeout: snapshot.config.limits.request_body_timeout,
+            idle_timeout: self.request_body_timeout,
             timeouts: self.request_body_timeouts.clone(),
         };
         let body = CountedBody::new(body, bytes_in, limits);
@@ -137,8 +145,7 @@ impl Forwarder {
             .with_label_values(&[name, resp.status().as_str()])
             .inc();
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-            let idle = snapshot.config.limits.tunnel_idle_timeout;
-            return self.switch_protocols(resp, client_upgrade, idle, &verified);
+            return self.switch_protocols(resp, client_upgrade, &verified);
         }
         let (mut parts, body) = resp.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers);
@@ -156,7 +163,6 @@ impl Forwarder {
         &self,
         mut resp: Response<ResponseBody>,
         client: Option<ClientUpgrade>,
-        idle: std::time::Duration,
         verified: &Verified,
     ) -> Result<Response<ResponseBody>, GateError> {
         let protocol = resp.headers().get(header::UPGRADE).cloned();
@@ -190,7 +196,7 @@ impl Forwarder {
             client.upgrade,
             upstream,
             (body, client.hold),
-            idle,
+            self.tunnel_idle_timeout,
             verified.request_id.clone(),
         );
         self.metrics
