@@ -28,6 +28,10 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// No time recorded (times are stored plus one, so 0 is free).
 const NEVER: u64 = 0;
 
+/// The watched-stream list is cleaned of ended streams when it reaches
+/// this length: twice the streams a connection may have open.
+const PRUNE_AT: usize = 2 * super::protocol::MAX_H2_STREAMS as usize;
+
 /// One connection's activity.
 pub(super) struct Activity {
     started: Instant,
@@ -99,14 +103,27 @@ impl Activity {
     where
         B: Body + Send + 'static,
     {
+        // Waiting from the start: with a zero window hyper never polls the
+        // body at all. An empty body is never polled either, and never
+        // waits on the client.
+        let waiting = if body.is_end_stream() {
+            NEVER
+        } else {
+            self.now_ms() + 1
+        };
         let slot = Arc::new(Slot {
-            // Waiting from the start: with a zero window hyper never polls
-            // the body at all.
-            waiting: AtomicU64::new(self.now_ms() + 1),
+            waiting: AtomicU64::new(waiting),
             body: Mutex::new(Some(body)),
         });
         let weak: Weak<dyn Stream> = Arc::downgrade(&slot) as Weak<dyn Stream>;
-        lock(&self.streams).push(weak);
+        let mut streams = lock(&self.streams);
+        // A weak reference keeps its allocation: the ended ones go here as
+        // well as at each tick, so a busy connection's list stays near its
+        // open streams (at most `MAX_H2_STREAMS`).
+        if streams.len() >= PRUNE_AT {
+            streams.retain(|s| s.strong_count() > 0);
+        }
+        streams.push(weak);
         Watched {
             slot,
             activity: self.clone(),
