@@ -415,7 +415,9 @@ pub struct RawOrganization {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RawOrganizationBinding {
-    /// Header always set to the verified organization's name.
+    /// Header always set to the verified organization's name. Like the
+    /// identity and claims headers, it must be a header of its own (see
+    /// [`RawForwarding::claims_headers`]).
     #[serde(default)]
     pub header: Option<String>,
     /// Query parameter that, when present, must name the verified organization.
@@ -431,6 +433,16 @@ pub struct RawForwarding {
     #[serde(default)]
     pub identity_headers: RawIdentityHeaders,
     /// Claim → header. A name starting with `/` is a JSON Pointer.
+    ///
+    /// Identity, claims and binding headers are each a header of their
+    /// own, compared case-insensitively and with `_` read as `-` (as CGI
+    /// and WSGI servers read it), and none may be a header that frames,
+    /// routes or authenticates the request (`Authorization`, `Host`,
+    /// `Content-Length`, `Cookie`, hop-by-hop headers) or that the gateway
+    /// sets or proxies trust to describe the connection (`X-Request-Id`,
+    /// `Forwarded`, `X-Real-IP`, `X-Forwarded-For`, `-Host`, `-Proto`,
+    /// `-Port`, `-Prefix`, …). Other `X-Forwarded-*` names, such as
+    /// `X-Forwarded-Groups`, are fine.
     #[serde(default)]
     pub claims_headers: BTreeMap<String, String>,
     /// Pass the original `Authorization` header upstream. Default true.

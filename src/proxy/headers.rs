@@ -234,6 +234,13 @@ fn fresh_request_id() -> String {
     id
 }
 
+/// Whether `name` (lower case, `_` read as `-`) is a proxy header a client
+/// could forge to pose as a hop: any `X-Forwarded-*`, `Forwarded`,
+/// `X-Real-IP`, a method override and the like.
+pub fn is_spoofable(name: &str) -> bool {
+    name.starts_with("x-forwarded-") || SPOOFABLE.contains(&name)
+}
+
 /// Removes every header a client could forge to speak for the gateway:
 /// the spoofable proxy headers, any `X-Forwarded-*`, the `protected` ones
 /// (identity and tenant headers), and the `_` spelling of each, which CGI
@@ -253,9 +260,7 @@ pub fn strip_spoofable<'a>(
             } else {
                 raw
             };
-            n.starts_with("x-forwarded-")
-                || SPOOFABLE.contains(&n)
-                || protected.clone().any(|p| p.as_str() == n)
+            is_spoofable(n) || protected.clone().any(|p| p.as_str() == n)
         })
         .cloned()
         .collect();
