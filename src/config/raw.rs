@@ -241,7 +241,8 @@ pub struct RawJwks {
     /// Keep the last good keys this long while the endpoint fails. Default 86400.
     #[serde(default = "default_max_stale", deserialize_with = "u64_or_string")]
     pub max_stale_seconds: u64,
-    /// Optional file holding the last good JWKS, used at cold start if the provider is down.
+    /// Optional file holding the last good JWKS, used at cold start if the
+    /// provider is down. Each provider needs its own.
     #[serde(default)]
     pub cache_file: String,
 }

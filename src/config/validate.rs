@@ -352,8 +352,23 @@ fn providers(idp: Option<RawIdp>, idps: Vec<RawIdp>, p: &mut Problems) -> Vec<Pr
         }
         (None, false) => {
             let mut names = HashSet::new();
+            let mut cache_files: Vec<(PathBuf, String, String)> = Vec::new();
             for (i, idp) in idps.into_iter().enumerate() {
                 let path = format!("idps[{i}]");
+                let cache_file = &idp.jwks.cache_file;
+                if !cache_file.is_empty() {
+                    let cache_path = format!("{path}.jwks.cacheFile");
+                    let same = lexical(cache_file);
+                    match cache_files.iter().find(|(f, _, _)| *f == same) {
+                        Some((_, first_path, first)) => p.add(
+                            &cache_path,
+                            format!(
+                                "{cache_file:?} is the same file as {first_path} ({first:?}): two providers would overwrite each other's keys"
+                            ),
+                        ),
+                        None => cache_files.push((same, cache_path, cache_file.clone())),
+                    }
+                }
                 let Some(name) = idp.name.clone().filter(|n| !n.is_empty()) else {
                     p.add(format!("{path}.name"), "every entry of `idps` needs a name");
                     continue;
@@ -1068,6 +1083,29 @@ fn unfit_header(folded: &str, sets: Sets) -> Option<&'static str> {
     })
 }
 
+/// `path` with `.` segments dropped and each `..` taking away the segment
+/// before it, without asking the file system (a `..` past a symbolic link
+/// is read as written).
+fn lexical(path: &str) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in std::path::Path::new(path).components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => match out.components().next_back() {
+                Some(Component::Normal(_)) => {
+                    out.pop();
+                }
+                // `/..` is `/`.
+                Some(Component::RootDir | Component::Prefix(_)) => {}
+                _ => out.push(".."),
+            },
+            other => out.push(other),
+        }
+    }
+    out
+}
+
 fn existing_file(s: &str, path: &str, p: &mut Problems) -> PathBuf {
     if s.is_empty() {
         p.add(path, "is required");
@@ -1371,5 +1409,45 @@ mod tests {
             "{:#?}",
             problems(&yaml)
         );
+    }
+
+    #[test]
+    fn two_providers_never_share_a_jwks_cache_file() {
+        let idp = |name: &str, cache: &str| {
+            format!(
+                "  - {{name: {name}, issuer: 'https://{name}/', audiences: [a], jwks: {{cacheFile: '{cache}'}}}}\n"
+            )
+        };
+        let yaml = format!(
+            "{BASE}{ROUTE}idps:\n{}{}{}{}",
+            idp("a", "/var/cache/idp-gate/keys.json"),
+            idp("b", "/var/cache/idp-gate/other.json"),
+            idp("c", "/var/cache/./idp-gate/../idp-gate//keys.json"),
+            idp("d", "/var/cache/idp-gate/other.json"),
+        );
+        let found = problems(&yaml);
+        assert_found(
+            &found,
+            &[
+                "idps[2].jwks.cacheFile: \"/var/cache/./idp-gate/../idp-gate//keys.json\" is the same file as idps[0].jwks.cacheFile (\"/var/cache/idp-gate/keys.json\")",
+                "idps[3].jwks.cacheFile: \"/var/cache/idp-gate/other.json\" is the same file as idps[1].jwks.cacheFile (\"/var/cache/idp-gate/other.json\")",
+            ],
+        );
+        assert_eq!(found.len(), 2, "{found:#?}");
+
+        let yaml = format!(
+            "{BASE}{ROUTE}idps:\n{}{}{}",
+            idp("a", "keys.json"),
+            idp("b", "./cache/../keys.json"),
+            idp("c", "../keys.json"),
+        );
+        let found = problems(&yaml);
+        assert_found(
+            &found,
+            &[
+                "idps[1].jwks.cacheFile: \"./cache/../keys.json\" is the same file as idps[0].jwks.cacheFile (\"keys.json\")",
+            ],
+        );
+        assert_eq!(found.len(), 1, "`../keys.json` is another file: {found:#?}");
     }
 }
