@@ -213,7 +213,9 @@ pub struct RawIdp {
     /// Where the token is read from, in order; first found wins.
     #[serde(default = "default_token_sources")]
     pub token_sources: Vec<RawTokenSource>,
-    /// Extra PEM CA bundle trusted when fetching discovery and JWKS over HTTPS.
+    /// Extra PEM CA bundle trusted when fetching discovery and JWKS over
+    /// HTTPS. Watched: new contents are trusted after a reload (the keys
+    /// are fetched again with it), without a signal or a restart.
     #[serde(default)]
     pub ca_file: String,
     /// Allow `http://` for `issuer`, `jwksEndpoint` and a discovered
@@ -295,7 +297,9 @@ pub struct RawUpstream {
         deserialize_with = "u64_or_string"
     )]
     pub request_timeout_ms: u64,
-    /// Extra PEM CA bundle for an `https` upstream (system roots are always trusted).
+    /// Extra PEM CA bundle for an `https` upstream (system roots are always
+    /// trusted). Watched: new contents are trusted by new connections after
+    /// a reload, without a signal or a restart.
     #[serde(default)]
     pub ca_file: String,
     /// Requests in flight to this upstream at once (for HTTP/1.1, its open
