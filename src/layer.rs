@@ -2,8 +2,12 @@
 //! `Service<http::Request<B>>`, decides on each request with the same
 //! [`decide`] the sidecar uses, answers refusals itself (the same JSON and
 //! `WWW-Authenticate`), and hands the rest on with a [`Verified`] in the
-//! request's extensions. The sidecar's own request path is this layer
-//! around its forwarding service.
+//! request's extensions and its headers as the sidecar sends them
+//! upstream: a client's `X-Forwarded-*`, `Forwarded`, `X-Real-IP`, identity,
+//! claims and organization headers (and their `_` spellings) removed, the
+//! verified identity's set, `Authorization` exactly the verified token (or
+//! gone). The sidecar's own request path is this layer around its
+//! forwarding service, which then removes the hop-by-hop headers.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
@@ -66,7 +70,8 @@ pub struct Verified {
     pub route: Arc<str>,
     /// The verified identity (`None` on public routes).
     pub identity: Option<Arc<Identity>>,
-    /// Where and how the sidecar would forward it.
+    /// Where and how the sidecar would forward it; `forward.rewrite` is
+    /// already applied to the request's headers.
     pub forward: Forward,
     /// The request id.
     pub request_id: RequestId,
@@ -216,6 +221,9 @@ where
                     return Ok(resp);
                 }
             };
+            // Here, not in the forwarder: a handler in-process must no more
+            // believe a client's `X-Forwarded-User` than an upstream would.
+            forward.rewrite.apply(req.headers_mut());
             req.extensions_mut().insert(Verified {
                 snapshot: snapshot.clone(),
                 route: route.unwrap_or_else(|| "".into()),

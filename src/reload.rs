@@ -1,7 +1,7 @@
-//! Hot reload: on SIGHUP, and when the config file or the TLS files
-//! change, read, expand and validate the file, build a new [`Snapshot`]
-//! and swap it in. A file that fails any step is logged with every problem
-//! and the running configuration keeps serving.
+//! Hot reload: on SIGHUP, and when the config file, the TLS files or a CA
+//! bundle it names change, read, expand and validate the file, build a new
+//! [`Snapshot`] and swap it in. A file that fails any step is logged with
+//! every problem and the running configuration keeps serving.
 //!
 //! Files are watched the way Kubernetes updates a mounted ConfigMap: the
 //! data directory is replaced by renaming a symlink, so the watch is on the
@@ -92,7 +92,7 @@ impl Reloader {
         result
     }
 
-    /// Reloads if the config or TLS files differ from those last read.
+    /// Reloads if the config, TLS or CA files differ from those last read.
     async fn reload_if_changed(&self) {
         let mut last = self.last.lock().await;
         let now = fingerprint(&self.path, &self.gateway.snapshot().config);
@@ -155,8 +155,15 @@ impl Reloader {
     /// of the watched files.
     pub async fn run(self: Arc<Self>, mut sighup: Option<tokio::signal::unix::Signal>) {
         let (tx, mut changes) = mpsc::unbounded_channel::<()>();
-        let _watcher = watch(&self.watched_files(), tx);
+        let mut watched = self.watched_files();
+        let mut _watcher = watch(&watched, tx.clone());
         loop {
+            // A reload may name other files (a new CA bundle): watch those.
+            let now = self.watched_files();
+            if now != watched {
+                _watcher = watch(&now, tx.clone());
+                watched = now;
+            }
             tokio::select! {
                 Some(()) = changes.recv() => {
                     // Quiet for DEBOUNCE, or at most DEBOUNCE_CAP in all.
@@ -186,12 +193,28 @@ impl Reloader {
     fn watched_files(&self) -> Vec<PathBuf> {
         let snapshot = self.gateway.snapshot();
         let mut files = vec![self.path.clone()];
-        if let Some(t) = &snapshot.config.tls {
-            files.push(t.cert_file.clone());
-            files.push(t.key_file.clone());
-        }
+        files.extend(named_files(&snapshot.config));
         files
     }
+}
+
+/// The files a config names whose contents a reload reads: the TLS
+/// certificate and key, and every CA bundle (the identity providers' and
+/// the upstreams'), each once, in a stable order.
+fn named_files(config: &Config) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    if let Some(t) = &config.tls {
+        files.push(t.cert_file.clone());
+        files.push(t.key_file.clone());
+    }
+    let providers = config.providers.iter().map(|p| &p.ca_file);
+    let upstreams = config.upstreams.iter().map(|u| &u.ca_file);
+    for ca in providers.chain(upstreams).flatten() {
+        if !files.contains(ca) {
+            files.push(ca.clone());
+        }
+    }
+    files
 }
 
 fn parent_dir(file: &Path) -> PathBuf {
@@ -259,15 +282,18 @@ fn watch(
     Some(watcher)
 }
 
-/// SHA-256 over the config file and the TLS files it names, or `None` if
-/// the config file cannot be read.
+/// SHA-256 over the config file and the TLS and CA files it names, or
+/// `None` if the config file cannot be read. A rotated certificate or CA
+/// bundle keeps its path, so its bytes are what tell that it changed.
 fn fingerprint(path: &Path, config: &Config) -> Option<[u8; 32]> {
     let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
     ctx.update(&std::fs::read(path).ok()?);
-    if let Some(t) = &config.tls {
-        for f in [&t.cert_file, &t.key_file] {
-            ctx.update(&std::fs::read(f).unwrap_or_default());
-        }
+    for f in named_files(config) {
+        let bytes = std::fs::read(f).unwrap_or_default();
+        // Each file's length first: bytes moving from one file to the next
+        // must not hash the same.
+        ctx.update(&(bytes.len() as u64).to_le_bytes());
+        ctx.update(&bytes);
     }
     let mut out = [0u8; 32];
     out.copy_from_slice(ctx.finish().as_ref());

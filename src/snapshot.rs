@@ -2,6 +2,8 @@
 //! built whole and swapped whole. A request runs on the snapshot it
 //! started with, so a reload never changes a request half-way.
 
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::auth::cache::TokenCache;
@@ -27,6 +29,8 @@ pub struct Snapshot {
     pub route_index: RouteIndex,
     /// Per-organization rate limiters of the routes that have a limit.
     pub rate_limits: RateLimits,
+    /// The CA bundles' contents the clients were built with.
+    ca_bundles: CaBundles,
 }
 
 impl Snapshot {
@@ -37,20 +41,33 @@ impl Snapshot {
     /// keeps its connection pool; a route whose name and rate limit are
     /// unchanged keeps its organizations' buckets. Everything else starts
     /// fresh, and a new JWKS starts refreshing in the background at once.
+    /// A CA bundle whose contents changed counts as a change of everything
+    /// that trusts it, though its path is the same.
     pub fn build(
         config: Config,
         metrics: &Arc<Metrics>,
         tokens: &Arc<TokenCache>,
         previous: Option<&Snapshot>,
     ) -> Result<Snapshot, TlsError> {
+        // Read before the clients are built: should a bundle change in
+        // between, what is recorded is older than what a client trusts,
+        // and the next reload rebuilds that client rather than keep it.
+        let ca_bundles = CaBundles::read(&config);
+        let same_trust = |ca_file: &Option<PathBuf>| {
+            previous.is_some_and(|s| s.ca_bundles.same(&ca_bundles, ca_file.as_deref()))
+        };
         let old_providers = previous.map_or(&[][..], |s| s.verifier.inner().providers());
         let mut providers = Vec::with_capacity(config.providers.len());
         for p in &config.providers {
-            if let Some(same) = old_providers.iter().find(|o| o.config == *p) {
+            let trusted = same_trust(&p.ca_file);
+            if let Some(same) = old_providers.iter().find(|o| trusted && o.config == *p) {
                 providers.push(same.clone());
                 continue;
             }
-            let provider = match old_providers.iter().find(|o| same_key_source(&o.config, p)) {
+            let provider = match old_providers
+                .iter()
+                .find(|o| trusted && same_key_source(&o.config, p))
+            {
                 Some(keys) => Provider::new(p.clone(), keys.jwks.clone(), keys.refresh_task()),
                 None => {
                     let fetcher = Fetcher::new(p.ca_file.as_deref())?;
@@ -66,7 +83,8 @@ impl Snapshot {
         let old_upstreams = previous.map_or(&[][..], |s| &s.upstreams[..]);
         let mut upstreams = Vec::with_capacity(config.upstreams.len());
         for u in &config.upstreams {
-            if let Some(same) = old_upstreams.iter().find(|o| o.config == *u) {
+            let trusted = same_trust(&u.ca_file);
+            if let Some(same) = old_upstreams.iter().find(|o| trusted && o.config == *u) {
                 upstreams.push(same.clone());
                 continue;
             }
@@ -95,6 +113,7 @@ impl Snapshot {
             verifier,
             upstreams,
             rate_limits,
+            ca_bundles,
         })
     }
 
@@ -106,6 +125,43 @@ impl Snapshot {
             }
         }
         Ok(())
+    }
+}
+
+/// The SHA-256 of each CA bundle a config names, by path (`None`: it
+/// could not be read).
+struct CaBundles(HashMap<PathBuf, Option<[u8; 32]>>);
+
+impl CaBundles {
+    fn read(config: &Config) -> CaBundles {
+        let providers = config.providers.iter().map(|p| &p.ca_file);
+        let upstreams = config.upstreams.iter().map(|u| &u.ca_file);
+        let digests = providers
+            .chain(upstreams)
+            .flatten()
+            .map(|path| {
+                let digest = std::fs::read(path).ok().map(|bytes| {
+                    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes);
+                    let mut out = [0u8; 32];
+                    out.copy_from_slice(d.as_ref());
+                    out
+                });
+                (path.clone(), digest)
+            })
+            .collect();
+        CaBundles(digests)
+    }
+
+    /// Whether `ca_file` (none: the system roots alone) holds what it held
+    /// when `self` was read, as `now` found it.
+    fn same(&self, now: &CaBundles, ca_file: Option<&Path>) -> bool {
+        match ca_file {
+            None => true,
+            Some(path) => match (self.0.get(path), now.0.get(path)) {
+                (Some(Some(old)), Some(Some(new))) => old == new,
+                _ => false,
+            },
+        }
     }
 }
 

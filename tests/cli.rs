@@ -635,6 +635,58 @@ routes: [ { name: a, auth: none, match: { pathPrefx: /a }, upstream: good } ]
 }
 
 #[test]
+fn check_config_names_gateway_headers_and_shared_cache_files_by_path() {
+    let dir = TempDir::new();
+    let file = dir.write(
+        "headers.yaml",
+        r#"
+idps:
+  - name: tenant
+    issuer: "https://tenant.example.com/"
+    audiences: [api]
+    jwks: { cacheFile: /var/cache/idp-gate/keys.json }
+  - name: custom-domain
+    issuer: "https://login.example.com/"
+    audiences: [api]
+    jwks: { cacheFile: /var/cache/idp-gate/./old/../keys.json }
+upstreams: { good: { url: "http://127.0.0.1:9" } }
+routes: [ { name: a, match: { pathPrefix: /a }, upstream: good } ]
+organizationBinding: { header: X-Forwarded-For }
+forwarding:
+  identityHeaders: { user: X-User }
+  claimsHeaders:
+    "https://example.com/roles": Authorization
+    team: X_User
+    tier: X-Tier
+"#,
+    );
+    let (ok, out) = check_config(&file, &[]);
+    assert!(!ok, "{out}");
+    for path in [
+        r#"forwarding.claimsHeaders."https://example.com/roles""#,
+        "forwarding.claimsHeaders.team",
+        "organizationBinding.header",
+        "idps[1].jwks.cacheFile",
+    ] {
+        assert!(mentions(&out, path), "{path} missing from:\n{out}");
+    }
+    assert!(
+        out.contains("x_user is also forwarding.identityHeaders.user"),
+        "{out}"
+    );
+    // Both providers' paths, as written.
+    assert!(
+        out.contains("/var/cache/idp-gate/./old/../keys.json"),
+        "{out}"
+    );
+    assert!(
+        out.contains("idps[0].jwks.cacheFile (\"/var/cache/idp-gate/keys.json\")"),
+        "{out}"
+    );
+    assert_eq!(out.lines().count(), 4, "one line per problem:\n{out}");
+}
+
+#[test]
 fn check_config_on_a_missing_file_fails() {
     let dir = TempDir::new();
     let (ok, out) = check_config(&dir.0.join("nope.yaml"), &[]);

@@ -120,6 +120,46 @@ async fn hop_by_hop_headers_are_removed() {
 }
 
 #[tokio::test]
+async fn connection_cannot_name_away_what_the_gateway_sets() {
+    let w = World::start(
+        Algorithm::RS256,
+        "",
+        &format!("{DEFAULT_ROUTES}organizationBinding:\n  header: X-WSO2-Organization\n"),
+    )
+    .await;
+    let token = w.token("org_abc", &[]);
+    let r = w
+        .gate
+        .get_with(
+            "/api/x",
+            &[
+                ("authorization", &format!("Bearer {token}")),
+                (
+                    "connection",
+                    "X-Forwarded-User, X-Forwarded-Org, X-Forwarded-Sub, X-WSO2-Organization, \
+                     X-Forwarded-For, X-Forwarded-Proto, X-Request-Id, Authorization",
+                ),
+                ("x-request-id", "trace-7"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    for (name, want) in [
+        ("x-forwarded-user", "auth0|user-1".to_string()),
+        ("x-forwarded-org", "org_abc".into()),
+        ("x-forwarded-sub", "auth0|user-1".into()),
+        ("x-wso2-organization", "org_abc".into()),
+        ("x-forwarded-for", "127.0.0.1".into()),
+        ("x-forwarded-proto", "http".into()),
+        ("x-request-id", "trace-7".into()),
+        ("authorization", format!("Bearer {token}")),
+    ] {
+        assert_eq!(r.upstream_header(name), Some(want), "{name}: {}", r.text());
+    }
+    assert_eq!(r.upstream_header("connection"), None);
+}
+
+#[tokio::test]
 async fn x_forwarded_headers_are_set() {
     let w = World::default().await;
     let r = w

@@ -153,3 +153,120 @@ async fn the_layer_wraps_any_service_and_hands_it_the_identity() {
     let resp = svc.call(req).await.unwrap();
     assert_eq!(resp.status(), 401);
 }
+
+/// Every request header the handler was given: name → its values.
+async fn seen_headers(headers: http::HeaderMap) -> String {
+    let mut seen = serde_json::Map::new();
+    for name in headers.keys() {
+        let values: Vec<serde_json::Value> = headers
+            .get_all(name)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned().into())
+            .collect();
+        seen.insert(name.as_str().to_string(), values.into());
+    }
+    serde_json::Value::Object(seen).to_string()
+}
+
+#[tokio::test]
+async fn an_axum_handler_behind_the_layer_sees_only_verified_identity_headers() {
+    let ring = ring(Algorithm::RS256);
+    let jwks = JwksServer::with_ring(ring.clone()).await;
+    let yaml = format!(
+        "{}organizations: {{ org_abc: {{ name: org1 }} }}\n\
+         organizationBinding: {{ header: X-WSO2-Organization }}\n\
+         forwarding: {{ claimsHeaders: {{ \"https://example.com/roles\": X-Roles }} }}\n",
+        policy(&jwks)
+    );
+    let layer = AuthLayer::from_config(parse_config(&yaml)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while layer.snapshot().readiness().is_err() {
+        assert!(Instant::now() < deadline, "keys never loaded");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let app = axum::Router::new()
+        .route("/api/hello", axum::routing::get(seen_headers))
+        .route("/public/ping", axum::routing::get(seen_headers))
+        .layer(layer);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let mut c = claims(&jwks.issuer(), "org_abc", &[]);
+    c["https://example.com/roles"] = serde_json::json!("admin");
+    let token = sign(&ring.active(), &c);
+    let forged = [
+        ("X-Forwarded-User", "mallory@example.com"),
+        ("X_Forwarded_User", "mallory@example.com"),
+        ("X-Forwarded-Org", "org_evil"),
+        ("x_forwarded_sub", "auth0|mallory"),
+        ("X-WSO2-Organization", "org_evil"),
+        ("X_WSO2_Organization", "org_evil"),
+        ("X-Roles", "superuser"),
+        ("X_Roles", "superuser"),
+        ("Forwarded", "for=203.0.113.9"),
+        ("X-Forwarded-For", "203.0.113.9"),
+        ("X-Real-IP", "203.0.113.9"),
+        ("X-Original-URL", "/admin"),
+    ];
+    let c = client();
+    let get = |path: &str, token: Option<&str>| {
+        let mut req = Request::get(format!("http://{addr}{path}"));
+        for (k, v) in forged {
+            req = req.header(k, v);
+        }
+        if let Some(t) = token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        send(&c, req.body(empty()).unwrap())
+    };
+
+    let r = get("/api/hello", Some(&token)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = r.json();
+    for (name, want) in [
+        ("x-forwarded-user", "auth0|user-1"),
+        ("x-forwarded-org", "org_abc"),
+        ("x-forwarded-sub", "auth0|user-1"),
+        ("x-wso2-organization", "org1"),
+        ("x-roles", "admin"),
+    ] {
+        assert_eq!(seen[name], serde_json::json!([want]), "{name}: {seen}");
+    }
+    assert_eq!(
+        seen["authorization"],
+        serde_json::json!([format!("Bearer {token}")])
+    );
+    let forged_left = |seen: &serde_json::Value| -> Vec<String> {
+        seen.as_object()
+            .unwrap()
+            .iter()
+            .filter(|(name, values)| {
+                name.contains('_')
+                    || ["forwarded", "x-real-ip", "x-original-url"].contains(&name.as_str())
+                    || values.to_string().contains("mallory")
+                    || values.to_string().contains("evil")
+                    || values.to_string().contains("superuser")
+                    || values.to_string().contains("203.0.113.9")
+            })
+            .map(|(name, values)| format!("{name}: {values}"))
+            .collect()
+    };
+    assert_eq!(forged_left(&seen), Vec::<String>::new(), "{seen}");
+
+    // A public route: no identity at all, and none of the forged one.
+    let r = get("/public/ping", None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = r.json();
+    assert_eq!(forged_left(&seen), Vec::<String>::new(), "{seen}");
+    for name in [
+        "x-forwarded-user",
+        "x-forwarded-org",
+        "x-forwarded-sub",
+        "x-wso2-organization",
+        "x-roles",
+    ] {
+        assert!(seen.get(name).is_none(), "{name}: {seen}");
+    }
+    server.abort();
+}

@@ -434,6 +434,124 @@ async fn tls_certificates_are_reloaded_when_their_files_change() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// A fresh directory for files a config names, removed on drop.
+struct Files(PathBuf);
+
+impl Files {
+    fn new(tag: &str) -> Files {
+        let dir = std::env::temp_dir().join(format!("idp-gate-{tag}-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Files(dir)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+
+    /// Replaces `name` the way a Secret or a cert-manager volume does: the
+    /// new bytes in another file, renamed over the old one.
+    fn replace(&self, name: &str, text: &str) {
+        let tmp = self.path(&format!(".{name}.tmp"));
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, self.path(name)).unwrap();
+    }
+}
+
+impl Drop for Files {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Polls `GET path` until it answers `status`; the last answer otherwise.
+async fn wait_status(gate: &Gate, path: &str, token: Option<&str>, status: u16) -> Resp {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = gate.get(path, token).await;
+        if r.status == status || Instant::now() >= deadline {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_changed_upstream_ca_bundle_is_trusted_without_a_restart() {
+    let (ca1, ca2) = (TestCa::new("CA-1"), TestCa::new("CA-2"));
+    let upstream = HttpsHello::start(ca2.acceptor()).await;
+    // The bundle in a directory of its own: the config's is not enough.
+    let (config_dir, ca_dir) = (Files::new("ca-reload-config"), Files::new("ca-reload-ca"));
+    std::fs::write(ca_dir.path("ca.pem"), &ca1.pem).unwrap();
+    let config = config_dir.path("gate.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "{}upstreams:\n  tls: {{ url: \"{}\", caFile: \"{}\" }}\nroutes:\n  - {{ name: r, match: {{ pathPrefix: / }}, auth: none, upstream: tls }}\n",
+            listeners(),
+            upstream.url(),
+            ca_dir.path("ca.pem").display(),
+        ),
+    )
+    .unwrap();
+    let gate = Gate::start_file(&config).await;
+    gate.wait_ready(Duration::from_secs(10)).await;
+    assert_eq!(gate.get("/x", None).await.status, 502);
+
+    // Renamed over, as Kubernetes does: CA-2 is trusted, no signal needed.
+    ca_dir.replace("ca.pem", &ca2.pem);
+    let r = wait_status(&gate, "/x", None, 200).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), "tls-ok");
+    wait_reloads(&gate, 1.0, 0.0).await;
+
+    // Written in place, back to CA-1: new connections are refused again.
+    std::fs::write(ca_dir.path("ca.pem"), &ca1.pem).unwrap();
+    let r = wait_status(&gate, "/x", None, 502).await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    wait_reloads(&gate, 2.0, 0.0).await;
+    std::fs::write(ca_dir.path("ca.pem"), &ca2.pem).unwrap();
+    assert_eq!(wait_status(&gate, "/x", None, 200).await.status, 200);
+    wait_reloads(&gate, 3.0, 0.0).await;
+}
+
+#[tokio::test]
+async fn a_changed_idp_ca_bundle_is_trusted_without_a_restart() {
+    let (ca1, ca2) = (TestCa::new("CA-1"), TestCa::new("CA-2"));
+    let ring = ring(Algorithm::RS256);
+    let jwks = JwksServer::start_tls(JwksSource::Ring(ring.clone()), ca2.acceptor()).await;
+    let echo = Echo::start().await;
+    let (config_dir, ca_dir) = (Files::new("idp-ca-config"), Files::new("idp-ca-ca"));
+    std::fs::write(ca_dir.path("ca.pem"), &ca1.pem).unwrap();
+    let config = config_dir.path("gate.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "{}{}",
+            listeners(),
+            support::config(
+                &jwks,
+                &echo,
+                &format!("  caFile: \"{}\"", ca_dir.path("ca.pem").display()),
+                DEFAULT_ROUTES
+            )
+        ),
+    )
+    .unwrap();
+    let gate = Gate::start_file(&config).await;
+    let token = sign(&ring.active(), &claims(&jwks.issuer(), "org_abc", &[]));
+    // CA-1 does not vouch for the JWKS server: no keys, fail closed.
+    let r = gate.get("/api/x", Some(&token)).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(gate.readyz().await.status, 503);
+
+    ca_dir.replace("ca.pem", &ca2.pem);
+    let r = wait_status(&gate, "/api/x", Some(&token), 200).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(gate.readyz().await.status, 200);
+    wait_reloads(&gate, 1.0, 0.0).await;
+    assert!(jwks.fetches() >= 1);
+}
+
 /// The leaf certificate the gateway presents to a new connection.
 async fn served_certificate(addr: std::net::SocketAddr) -> Vec<u8> {
     use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};

@@ -249,7 +249,9 @@ pub struct RawIdp {
     /// Where the token is read from, in order; first found wins.
     #[serde(default = "default_token_sources")]
     pub token_sources: Vec<RawTokenSource>,
-    /// Extra PEM CA bundle trusted when fetching discovery and JWKS over HTTPS.
+    /// Extra PEM CA bundle trusted when fetching discovery and JWKS over
+    /// HTTPS. Watched: new contents are trusted after a reload (the keys
+    /// are fetched again with it), without a signal or a restart.
     #[serde(default)]
     pub ca_file: String,
     /// Allow `http://` for `issuer`, `jwksEndpoint` and a discovered
@@ -277,7 +279,8 @@ pub struct RawJwks {
     /// Keep the last good keys this long while the endpoint fails. Default 86400.
     #[serde(default = "default_max_stale", deserialize_with = "u64_or_string")]
     pub max_stale_seconds: u64,
-    /// Optional file holding the last good JWKS, used at cold start if the provider is down.
+    /// Optional file holding the last good JWKS, used at cold start if the
+    /// provider is down. Each provider needs its own.
     #[serde(default)]
     pub cache_file: String,
 }
@@ -330,7 +333,9 @@ pub struct RawUpstream {
         deserialize_with = "u64_or_string"
     )]
     pub request_timeout_ms: u64,
-    /// Extra PEM CA bundle for an `https` upstream (system roots are always trusted).
+    /// Extra PEM CA bundle for an `https` upstream (system roots are always
+    /// trusted). Watched: new contents are trusted by new connections after
+    /// a reload, without a signal or a restart.
     #[serde(default)]
     pub ca_file: String,
     /// Requests in flight to this upstream at once (for HTTP/1.1, its open
@@ -456,7 +461,9 @@ pub struct RawOrganization {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RawOrganizationBinding {
-    /// Header always set to the verified organization's name.
+    /// Header always set to the verified organization's name. Like the
+    /// identity and claims headers, it must be a header of its own (see
+    /// [`RawForwarding::claims_headers`]).
     #[serde(default)]
     pub header: Option<String>,
     /// Query parameter that, when present, must name the verified organization.
@@ -472,6 +479,16 @@ pub struct RawForwarding {
     #[serde(default)]
     pub identity_headers: RawIdentityHeaders,
     /// Claim → header. A name starting with `/` is a JSON Pointer.
+    ///
+    /// Identity, claims and binding headers are each a header of their
+    /// own, compared case-insensitively and with `_` read as `-` (as CGI
+    /// and WSGI servers read it), and none may be a header that frames,
+    /// routes or authenticates the request (`Authorization`, `Host`,
+    /// `Content-Length`, `Cookie`, hop-by-hop headers) or that the gateway
+    /// sets or proxies trust to describe the connection (`X-Request-Id`,
+    /// `Forwarded`, `X-Real-IP`, `X-Forwarded-For`, `-Host`, `-Proto`,
+    /// `-Port`, `-Prefix`, …). Other `X-Forwarded-*` names, such as
+    /// `X-Forwarded-Groups`, are fine.
     #[serde(default)]
     pub claims_headers: BTreeMap<String, String>,
     /// Pass the original `Authorization` header upstream. Default true.

@@ -213,16 +213,19 @@ fn compile(raw: RawConfig, p: &mut Problems) -> Config {
     };
 
     let f = raw.forwarding;
+    let mut claim_paths = Vec::new();
     let claims = f
         .claims_headers
         .iter()
         .filter_map(|(claim, header)| {
-            let path = format!("forwarding.claimsHeaders.{claim}");
+            let path = key_path("forwarding.claimsHeaders", claim);
             if claim.is_empty() {
                 p.add(&path, "claim name is empty");
                 return None;
             }
-            header_name(header, &path, p).map(|h| (ClaimRef::parse(claim), h))
+            let h = header_name(header, &path, p)?;
+            claim_paths.push(path);
+            Some((ClaimRef::parse(claim), h))
         })
         .collect();
     let forwarding = Forwarding {
@@ -247,21 +250,31 @@ fn compile(raw: RawConfig, p: &mut Problems) -> Config {
         claims,
         forward_authorization: f.forward_authorization,
     };
-    for (name, path) in [
+    let identity = [
         (&forwarding.user, "forwarding.identityHeaders.user"),
         (
             &forwarding.organization,
             "forwarding.identityHeaders.organization",
         ),
         (&forwarding.subject, "forwarding.identityHeaders.subject"),
-    ] {
-        if is_reserved_header(name) {
-            p.add(
-                path,
-                format!("{name} is managed by the gateway and cannot carry identity"),
-            );
-        }
-    }
+    ]
+    .map(|(h, path)| (h, path.to_string(), Sets::Identity));
+    let gateway_headers = identity
+        .into_iter()
+        .chain(
+            binding
+                .header
+                .iter()
+                .map(|h| (h, "organizationBinding.header".to_string(), Sets::Binding)),
+        )
+        .chain(
+            forwarding
+                .claims
+                .iter()
+                .zip(claim_paths)
+                .map(|((_, h), path)| (h, path, Sets::Claim)),
+        );
+    check_gateway_headers(gateway_headers, p);
 
     // Headers the gateway alone may set: computed once, stripped from
     // every request.
@@ -363,8 +376,23 @@ fn providers(idp: Option<RawIdp>, idps: Vec<RawIdp>, p: &mut Problems) -> Vec<Pr
         }
         (None, false) => {
             let mut names = HashSet::new();
+            let mut cache_files: Vec<(PathBuf, String, String)> = Vec::new();
             for (i, idp) in idps.into_iter().enumerate() {
                 let path = format!("idps[{i}]");
+                let cache_file = &idp.jwks.cache_file;
+                if !cache_file.is_empty() {
+                    let cache_path = format!("{path}.jwks.cacheFile");
+                    let same = lexical(cache_file);
+                    match cache_files.iter().find(|(f, _, _)| *f == same) {
+                        Some((_, first_path, first)) => p.add(
+                            &cache_path,
+                            format!(
+                                "{cache_file:?} is the same file as {first_path} ({first:?}): two providers would overwrite each other's keys"
+                            ),
+                        ),
+                        None => cache_files.push((same, cache_path, cache_file.clone())),
+                    }
+                }
                 let Some(name) = idp.name.clone().filter(|n| !n.is_empty()) else {
                     p.add(format!("{path}.name"), "every entry of `idps` needs a name");
                     continue;
@@ -979,11 +1007,127 @@ fn header_name(s: &str, path: &str, p: &mut Problems) -> Option<HeaderName> {
     }
 }
 
-fn is_reserved_header(h: &HeaderName) -> bool {
-    crate::proxy::headers::is_hop_by_hop(h)
-        || h == http::header::HOST
-        || h == http::header::AUTHORIZATION
-        || h == http::header::CONTENT_LENGTH
+/// `prefix.key`, the key quoted unless it is a plain word: claims are
+/// named by URL (`"https://example.com/roles"`) or JSON Pointer, and the
+/// path must still read back as one key.
+fn key_path(prefix: &str, key: &str) -> String {
+    let plain = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if plain {
+        format!("{prefix}.{key}")
+    } else {
+        format!("{prefix}.{key:?}")
+    }
+}
+
+/// Which setting makes the gateway set a header from verified claims.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sets {
+    /// `forwarding.identityHeaders.*`.
+    Identity,
+    /// `organizationBinding.header`.
+    Binding,
+    /// `forwarding.claimsHeaders.*`.
+    Claim,
+}
+
+/// Checks the headers the gateway fills from verified claims: none may be
+/// a header that frames, routes or authenticates the request, or one that
+/// says where it came from, and no two may be the same header (the later
+/// would silently overwrite the earlier). Names are compared as servers
+/// behind the gateway read them: case-insensitively, with CGI and WSGI
+/// servers taking `_` for `-`.
+fn check_gateway_headers<'a>(
+    headers: impl Iterator<Item = (&'a HeaderName, String, Sets)>,
+    p: &mut Problems,
+) {
+    let mut seen: HashMap<String, String> = HashMap::new();
+    for (name, path, sets) in headers {
+        let folded = name.as_str().replace('_', "-");
+        if let Some(why) = unfit_header(&folded, sets) {
+            p.add(path, format!("{name} {why}"));
+            continue;
+        }
+        match seen.get(&folded) {
+            Some(first) => p.add(
+                &path,
+                format!("{name} is also {first}: each header carries one value"),
+            ),
+            None => {
+                seen.insert(folded, path);
+            }
+        }
+    }
+}
+
+/// The `X-Forwarded-*` headers that describe the connection or the
+/// original request, which proxies and frameworks behind the gateway act on
+/// (Envoy, nginx, Traefik, Spring): a claim must not speak for them. The
+/// rest of the family carries identity in oauth2-proxy's fashion
+/// (`X-Forwarded-User`, `X-Forwarded-Groups`), as the defaults do.
+const FORWARDED_CONNECTION: [&str; 11] = [
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-server",
+    "x-forwarded-ssl",
+    "x-forwarded-scheme",
+    "x-forwarded-uri",
+    "x-forwarded-method",
+    "x-forwarded-path",
+    "x-forwarded-client-cert",
+    "x-forwarded-tls-client-cert",
+    "x-forwarded-tls-client-cert-info",
+];
+
+/// Why a header the gateway sets from verified claims cannot be `folded`
+/// (lower case, `_` read as `-`).
+fn unfit_header(folded: &str, sets: Sets) -> Option<&'static str> {
+    use crate::proxy::headers::{is_hop_by_hop, is_spoofable};
+    let hop_by_hop = HeaderName::from_bytes(folded.as_bytes()).is_ok_and(|h| is_hop_by_hop(&h));
+    let proxy_header = FORWARDED_CONNECTION.contains(&folded)
+        || (is_spoofable(folded) && !folded.starts_with("x-forwarded-"));
+    Some(match folded {
+        _ if hop_by_hop => "is hop-by-hop: it is removed before the request goes upstream",
+        "authorization" => "carries the credential, which the gateway forwards or removes itself",
+        "host" | "content-length" | "cookie" => {
+            "is part of the request itself and must not be replaced by a claim"
+        }
+        "x-forwarded-for" | "x-forwarded-host" | "x-forwarded-proto" | "x-request-id" => {
+            "is set by the gateway itself"
+        }
+        _ if proxy_header => {
+            "is a proxy header that servers behind the gateway trust to describe the connection or the original request: choose another name"
+        }
+        "x-wso2-organization" if sets == Sets::Claim => {
+            "is APK's organization header: set it with organizationBinding.header"
+        }
+        _ => return None,
+    })
+}
+
+/// `path` with `.` segments dropped and each `..` taking away the segment
+/// before it, without asking the file system (a `..` past a symbolic link
+/// is read as written).
+fn lexical(path: &str) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in std::path::Path::new(path).components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => match out.components().next_back() {
+                Some(Component::Normal(_)) => {
+                    out.pop();
+                }
+                // `/..` is `/`.
+                Some(Component::RootDir | Component::Prefix(_)) => {}
+                _ => out.push(".."),
+            },
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 fn existing_file(s: &str, path: &str, p: &mut Problems) -> PathBuf {
@@ -1165,5 +1309,169 @@ mod tests {
                 None
             ]
         );
+    }
+
+    const ROUTE: &str = "routes: [{name: r, match: {pathPrefix: /}, upstream: u}]\n";
+
+    fn assert_found(found: &[String], wants: &[&str]) {
+        for want in wants {
+            assert!(
+                found.iter().any(|p| p.starts_with(want)),
+                "{want:?} not in {found:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn claims_and_binding_headers_cannot_name_a_header_the_gateway_manages() {
+        let idp = "idp: {issuer: 'https://i/', audiences: [a]}\n";
+        let yaml = format!(
+            "{BASE}{idp}{ROUTE}organizationBinding: {{header: X_Forwarded_Host}}\n\
+             forwarding:\n\
+             \x20 claimsHeaders:\n\
+             \x20   'https://example.com/roles': authorization\n\
+             \x20   a: Host\n\
+             \x20   b: Content_Length\n\
+             \x20   c: transfer-encoding\n\
+             \x20   d: Cookie\n\
+             \x20   e: Keep-Alive\n\
+             \x20   f: Proxy_Authorization\n\
+             \x20   g: Upgrade\n\
+             \x20   h: Forwarded\n\
+             \x20   i: X-Forwarded-For\n\
+             \x20   j: x-forwarded-port\n\
+             \x20   k: X-Real-IP\n\
+             \x20   l: X_Request_Id\n\
+             \x20   m: X-HTTP-Method-Override\n\
+             \x20   n: X-WSO2-Organization\n\
+             \x20   ok: X-Roles\n\
+             \x20   ok2: X-Forwarded-Groups\n"
+        );
+        let found = problems(&yaml);
+        assert_found(
+            &found,
+            &[
+                "forwarding.claimsHeaders.\"https://example.com/roles\": authorization",
+                "forwarding.claimsHeaders.a: host",
+                "forwarding.claimsHeaders.b: content_length",
+                "forwarding.claimsHeaders.c: transfer-encoding",
+                "forwarding.claimsHeaders.d: cookie",
+                "forwarding.claimsHeaders.e: keep-alive",
+                "forwarding.claimsHeaders.f: proxy_authorization",
+                "forwarding.claimsHeaders.g: upgrade",
+                "forwarding.claimsHeaders.h: forwarded",
+                "forwarding.claimsHeaders.i: x-forwarded-for",
+                "forwarding.claimsHeaders.j: x-forwarded-port",
+                "forwarding.claimsHeaders.k: x-real-ip",
+                "forwarding.claimsHeaders.l: x_request_id",
+                "forwarding.claimsHeaders.m: x-http-method-override",
+                "forwarding.claimsHeaders.n: x-wso2-organization",
+                "organizationBinding.header: x_forwarded_host",
+            ],
+        );
+        assert!(
+            !found.iter().any(|p| p.contains("claimsHeaders.ok")),
+            "{found:#?}"
+        );
+        assert_eq!(found.len(), 16, "one problem per header: {found:#?}");
+    }
+
+    #[test]
+    fn identity_claims_and_binding_headers_are_distinct_headers() {
+        let idp = "idp: {issuer: 'https://i/', audiences: [a]}\n";
+        let yaml = format!(
+            "{BASE}{idp}{ROUTE}organizationBinding: {{header: x_org}}\n\
+             forwarding:\n\
+             \x20 identityHeaders: {{user: X-User, organization: X-Org, subject: X_USER}}\n\
+             \x20 claimsHeaders:\n\
+             \x20   'https://example.com/roles': X-Roles\n\
+             \x20   /team: X_Roles\n\
+             \x20   email: x-user\n\
+             \x20   tenant: X-Tenant\n"
+        );
+        let found = problems(&yaml);
+        assert_found(
+            &found,
+            &[
+                "forwarding.identityHeaders.subject: x_user is also forwarding.identityHeaders.user",
+                "organizationBinding.header: x_org is also forwarding.identityHeaders.organization",
+                "forwarding.claimsHeaders.\"https://example.com/roles\": x-roles is also forwarding.claimsHeaders.\"/team\"",
+                "forwarding.claimsHeaders.email: x-user is also forwarding.identityHeaders.user",
+            ],
+        );
+        assert_eq!(found.len(), 4, "{found:#?}");
+
+        let yaml = format!(
+            "{BASE}{idp}{ROUTE}organizationBinding: {{header: X-Tenant}}\n\
+             forwarding: {{claimsHeaders: {{tenant: x_tenant}}}}\n"
+        );
+        assert_found(
+            &problems(&yaml),
+            &["forwarding.claimsHeaders.tenant: x_tenant is also organizationBinding.header"],
+        );
+
+        // Identity headers are X-Forwarded-* by default, but not the ones
+        // the gateway itself sets from the connection.
+        let yaml = format!(
+            "{BASE}{idp}{ROUTE}forwarding:\n\
+             \x20 identityHeaders: {{user: X-Forwarded-For, organization: x_request_id, subject: Cookie}}\n"
+        );
+        assert_found(
+            &problems(&yaml),
+            &[
+                "forwarding.identityHeaders.user: x-forwarded-for",
+                "forwarding.identityHeaders.organization: x_request_id",
+                "forwarding.identityHeaders.subject: cookie",
+            ],
+        );
+        let yaml = format!(
+            "{BASE}{idp}{ROUTE}organizationBinding: {{header: X-WSO2-Organization}}\n\
+             forwarding: {{claimsHeaders: {{roles: X-Forwarded-Roles, team: X-Team}}}}\n"
+        );
+        assert!(
+            from_yaml(&yaml, &|_| None).is_ok(),
+            "{:#?}",
+            problems(&yaml)
+        );
+    }
+
+    #[test]
+    fn two_providers_never_share_a_jwks_cache_file() {
+        let idp = |name: &str, cache: &str| {
+            format!(
+                "  - {{name: {name}, issuer: 'https://{name}/', audiences: [a], jwks: {{cacheFile: '{cache}'}}}}\n"
+            )
+        };
+        let yaml = format!(
+            "{BASE}{ROUTE}idps:\n{}{}{}{}",
+            idp("a", "/var/cache/idp-gate/keys.json"),
+            idp("b", "/var/cache/idp-gate/other.json"),
+            idp("c", "/var/cache/./idp-gate/../idp-gate//keys.json"),
+            idp("d", "/var/cache/idp-gate/other.json"),
+        );
+        let found = problems(&yaml);
+        assert_found(
+            &found,
+            &[
+                "idps[2].jwks.cacheFile: \"/var/cache/./idp-gate/../idp-gate//keys.json\" is the same file as idps[0].jwks.cacheFile (\"/var/cache/idp-gate/keys.json\")",
+                "idps[3].jwks.cacheFile: \"/var/cache/idp-gate/other.json\" is the same file as idps[1].jwks.cacheFile (\"/var/cache/idp-gate/other.json\")",
+            ],
+        );
+        assert_eq!(found.len(), 2, "{found:#?}");
+
+        let yaml = format!(
+            "{BASE}{ROUTE}idps:\n{}{}{}",
+            idp("a", "keys.json"),
+            idp("b", "./cache/../keys.json"),
+            idp("c", "../keys.json"),
+        );
+        let found = problems(&yaml);
+        assert_found(
+            &found,
+            &[
+                "idps[1].jwks.cacheFile: \"./cache/../keys.json\" is the same file as idps[0].jwks.cacheFile (\"keys.json\")",
+            ],
+        );
+        assert_eq!(found.len(), 1, "`../keys.json` is another file: {found:#?}");
     }
 }

@@ -72,7 +72,7 @@ impl Forwarder {
         done: &mut Forwarded,
     ) -> Result<Response<ResponseBody>, GateError> {
         // Only the layer calls this, and only with its verdict attached.
-        let mut verified = req
+        let verified = req
             .extensions_mut()
             .remove::<Verified>()
             .ok_or(GateError::NoRoute)?;
@@ -105,7 +105,11 @@ impl Forwarder {
                 upgrade,
                 hold: parts.extensions.remove::<ConnectionHold>(),
             });
-        std::mem::take(&mut verified.forward.rewrite).apply(&mut parts.headers);
+        // The layer applied the rewrite; what is left is this hop's.
+        verified
+            .forward
+            .rewrite
+            .strip_hop_by_hop(&mut parts.headers);
         carried.restore(&mut parts.headers);
         if upstream.config.protocol.is_http2() {
             // `:authority` names the upstream; a `Host` beside it that differs

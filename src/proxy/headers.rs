@@ -54,13 +54,23 @@ pub fn is_hop_by_hop(name: &HeaderName) -> bool {
 
 /// Removes hop-by-hop headers and every header that `Connection` names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    strip_hop_by_hop_but(headers, &[]);
+}
+
+/// [`strip_hop_by_hop`], but a header `Connection` names stays if it is
+/// one of `kept`.
+fn strip_hop_by_hop_but(headers: &mut HeaderMap, kept: &[(HeaderName, HeaderValue)]) {
     // One pass over the names; most messages have one such header at
     // most, so nothing is allocated for the rest.
     let doomed: Vec<HeaderName> = {
         let connection = headers.get_all(header::CONNECTION);
         headers
             .keys()
-            .filter(|name| is_hop_by_hop(name) || connection.iter().any(|v| lists(v, name)))
+            .filter(|name| {
+                is_hop_by_hop(name)
+                    || (connection.iter().any(|v| lists(v, name))
+                        && !kept.iter().any(|(k, _)| k == *name))
+            })
             .cloned()
             .collect()
     };
@@ -253,6 +263,13 @@ fn fresh_request_id() -> String {
     id
 }
 
+/// Whether `name` (lower case, `_` read as `-`) is a proxy header a client
+/// could forge to pose as a hop: any `X-Forwarded-*`, `Forwarded`,
+/// `X-Real-IP`, a method override and the like.
+pub fn is_spoofable(name: &str) -> bool {
+    name.starts_with("x-forwarded-") || SPOOFABLE.contains(&name)
+}
+
 /// Removes every header a client could forge to speak for the gateway:
 /// the spoofable proxy headers, any `X-Forwarded-*`, the `protected` ones
 /// (identity and tenant headers), and the `_` spelling of each, which CGI
@@ -272,9 +289,7 @@ pub fn strip_spoofable<'a>(
             } else {
                 raw
             };
-            n.starts_with("x-forwarded-")
-                || SPOOFABLE.contains(&n)
-                || protected.clone().any(|p| p.as_str() == n)
+            is_spoofable(n) || protected.clone().any(|p| p.as_str() == n)
         })
         .cloned()
         .collect();
@@ -284,8 +299,11 @@ pub fn strip_spoofable<'a>(
 }
 
 /// What the gateway does to a request's headers on the way upstream: one
-/// value, computed by the decision and applied by the gateway (and printed
-/// by `explain`), so the two cannot differ.
+/// value, computed by the decision, applied by the layer for whatever
+/// service it wraps (and printed by `explain`), so they cannot differ.
+/// Hop-by-hop headers are the next hop's business: the forwarder removes
+/// them ([`Rewrite::strip_hop_by_hop`]), while an in-process service keeps
+/// what its server needs (an upgrade's `Connection` and `Upgrade`).
 #[derive(Debug, Clone, Default)]
 pub struct Rewrite {
     /// Removed from every request whatever they say, with their `_`
@@ -391,15 +409,23 @@ impl Rewrite {
         Rewrite { protected, set }
     }
 
-    /// Applies the rewrite to the request's headers.
-    pub fn apply(self, h: &mut HeaderMap) {
-        strip_hop_by_hop(h);
+    /// Applies the rewrite to the request's headers: what a client could
+    /// forge goes, then what the gateway saw and verified is set.
+    pub fn apply(&self, h: &mut HeaderMap) {
         strip_spoofable(h, self.protected.iter());
         h.remove(header::AUTHORIZATION);
         join_cookies(h);
-        for (name, value) in self.set {
-            h.insert(name, value);
+        for (name, value) in &self.set {
+            h.insert(name.clone(), value.clone());
         }
+    }
+
+    /// Removes the hop-by-hop headers and those the client's `Connection`
+    /// names, after [`Rewrite::apply`], except the headers the rewrite set:
+    /// a client's `Connection: X-Forwarded-User` speaks of its own hop and
+    /// must not take away the identity the gateway set.
+    pub fn strip_hop_by_hop(&self, h: &mut HeaderMap) {
+        strip_hop_by_hop_but(h, &self.set);
     }
 }
 
@@ -496,6 +522,35 @@ mod tests {
         strip_hop_by_hop(&mut h);
         carried.restore(&mut h);
         assert!(h.is_empty(), "{h:?}");
+    }
+
+    #[test]
+    fn connection_cannot_take_away_what_the_rewrite_set() {
+        let user = HeaderName::from_static("x-forwarded-user");
+        let rewrite = Rewrite {
+            protected: Arc::from([user.clone()]),
+            set: vec![(user.clone(), HeaderValue::from_static("alice"))],
+        };
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("X-Forwarded-User, X-Other"),
+        );
+        h.insert(user.clone(), HeaderValue::from_static("mallory"));
+        h.insert("x-other", HeaderValue::from_static("1"));
+        h.insert("x_forwarded_user", HeaderValue::from_static("mallory"));
+        rewrite.apply(&mut h);
+        // An in-process service still sees the client's Connection.
+        assert_eq!(h[header::CONNECTION], "X-Forwarded-User, X-Other");
+        assert_eq!(h[&user], "alice");
+        assert!(!h.contains_key("x_forwarded_user"));
+        rewrite.strip_hop_by_hop(&mut h);
+        let mut left: Vec<_> = h.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+        left.sort_by_key(|(k, _)| *k);
+        assert_eq!(
+            left,
+            [("x-forwarded-user", HeaderValue::from_static("alice"))]
+        );
     }
 
     #[test]

@@ -204,9 +204,19 @@ impl Drop for JwksServer {
 
 impl JwksServer {
     pub async fn start(source: JwksSource) -> JwksServer {
+        JwksServer::start_with(source, None).await
+    }
+
+    /// The same server over HTTPS, with `tls`'s certificate.
+    pub async fn start_tls(source: JwksSource, tls: tokio_rustls::TlsAcceptor) -> JwksServer {
+        JwksServer::start_with(source, Some(tls)).await
+    }
+
+    async fn start_with(source: JwksSource, tls: Option<tokio_rustls::TlsAcceptor>) -> JwksServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let base = format!("http://{addr}");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let base = format!("{scheme}://{addr}");
         let state = Arc::new(JwksState {
             source: Mutex::new(source),
             fail: Mutex::new(None),
@@ -228,6 +238,7 @@ impl JwksServer {
                     continue;
                 };
                 let st = st.clone();
+                let tls = tls.clone();
                 conns.spawn(async move {
                     let svc = service_fn(move |req| {
                         let st = st.clone();
@@ -240,9 +251,18 @@ impl JwksServer {
                             Ok::<_, Infallible>(resp)
                         }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                    let http = hyper::server::conn::http1::Builder::new();
+                    match tls {
+                        None => {
+                            let _ = http.serve_connection(TokioIo::new(stream), svc).await;
+                        }
+                        Some(acceptor) => {
+                            // A client that does not trust us gives up here.
+                            if let Ok(stream) = acceptor.accept(stream).await {
+                                let _ = http.serve_connection(TokioIo::new(stream), svc).await;
+                            }
+                        }
+                    }
                 });
                 while conns.try_join_next().is_some() {}
             }
@@ -361,6 +381,92 @@ fn jwks_answer(st: &JwksState, path: &str) -> Response<BoxBody<Bytes, Infallible
             .insert(header::CACHE_CONTROL, cc.parse().unwrap());
     }
     resp
+}
+
+// ---------------------------------------------------------------- TLS
+
+/// A certificate authority made for one test.
+pub struct TestCa {
+    /// Its certificate, PEM: what a `caFile` holds to trust it.
+    pub pem: String,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+impl TestCa {
+    pub fn new(name: &str) -> TestCa {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let key = KeyPair::generate().unwrap();
+        let pem = params.self_signed(&key).unwrap().pem();
+        TestCa {
+            pem,
+            issuer: rcgen::Issuer::new(params, key),
+        }
+    }
+
+    /// A server certificate for 127.0.0.1 and localhost signed by this CA,
+    /// as an acceptor offering HTTP/1.1.
+    pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+        idp_gate::tls::install_crypto_provider();
+        let params =
+            rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+                .unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        let mut server = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(vec![CertificateDer::from(cert.der().to_vec())], key)
+            .unwrap();
+        server.alpn_protocols = vec![b"http/1.1".to_vec()];
+        tokio_rustls::TlsAcceptor::from(Arc::new(server))
+    }
+}
+
+/// An HTTPS upstream answering every request `200 tls-ok`.
+pub struct HttpsHello {
+    pub addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl Drop for HttpsHello {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl HttpsHello {
+    pub async fn start(tls: tokio_rustls::TlsAcceptor) -> HttpsHello {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let mut conns = JoinSet::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                let tls = tls.clone();
+                conns.spawn(async move {
+                    let Ok(stream) = tls.accept(stream).await else {
+                        return;
+                    };
+                    let svc = service_fn(|_| async {
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"tls-ok"))))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+                while conns.try_join_next().is_some() {}
+            }
+        });
+        HttpsHello { addr, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
 }
 
 // ---------------------------------------------------------------- echo upstream
