@@ -28,7 +28,9 @@
 # BENCH_TOKENS (100000), BENCH_IDLE (10000), BENCH_PROXY_CPU (0),
 # BENCH_LOAD_CPU (1), BENCH_PORT (18600: first of 6 ports), BENCH_DIR
 # (target/bench), BENCH_SKIP (space-separated parts to leave out: memory
-# scaling logon).
+# scaling logon), BENCH_BASELINE_BIN (another idp-gate binary, say the
+# previous commit's release build: measured in the same run as
+# `idp-gate-base`, with the ratio of the two).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -520,6 +522,17 @@ stop "$GATE_PID"
 measure_fresh_b idp-gate "$W/gate.yaml" warn
 cache_b=$CACHE_B
 
+if [ -n "${BENCH_BASELINE_BIN:-}" ]; then
+  echo "idp-gate baseline ($BENCH_BASELINE_BIN; no access log)" >&2
+  this_gate=$GATE
+  GATE=$BENCH_BASELINE_BIN
+  start_gate "$W/gate.yaml" warn
+  measure idp-gate-base a "$P_GATE" "$GATE_PID"
+  stop "$GATE_PID"
+  measure_fresh_b idp-gate-base "$W/gate.yaml" warn
+  GATE=$this_gate
+fi
+
 if [[ $SKIP != *" logon "* ]]; then
   echo "idp-gate (access log on, the default; to /dev/null)" >&2
   start_gate "$W/gate.yaml" info
@@ -573,6 +586,9 @@ cpu_model=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
   echo "  (b) CPU us/req, idp-gate / HAProxy:    $r  (goal <= 0.8: $(verdict "$r" 0.8 le))"
   r=$(ratio "$(get idp-gate b 3)" "$(get haproxy b 3)")
   echo "  (b) req/s, idp-gate / HAProxy:         $r"
+  if [ -n "$(get idp-gate-base a 6)" ]; then
+    echo "  this build / the baseline build, CPU us/req: (a) $(ratio "$(get idp-gate a 6)" "$(get idp-gate-base a 6)")  (b) $(ratio "$(get idp-gate b 6)" "$(get idp-gate-base b 6)")"
+  fi
   if [ -n "$(get idp-gate+log a 6)" ]; then
     echo "  access log on / off, CPU us/req:       (a) $(ratio "$(get idp-gate+log a 6)" "$(get idp-gate a 6)")  (b) $(ratio "$(get idp-gate+log b 6)" "$(get idp-gate b 6)")"
   fi
