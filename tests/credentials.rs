@@ -1,7 +1,8 @@
 //! Only the verified credential goes upstream, over real sockets: a token
 //! source that carries a credential twice, or two sources that each carry
 //! one, is refused before anything reaches the upstream; the query
-//! parameter, cookie or header that carried the token is not forwarded.
+//! parameter, cookie or header that carried the token is not forwarded;
+//! `;` cannot smuggle another organization past the binding check.
 //!
 //! The upstream sits behind a tap that keeps every byte the gateway sends
 //! it, so "never reached the upstream" is checked on the wire.
@@ -11,7 +12,7 @@ mod support;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use http::Request;
+use http::{Request, header};
 use jsonwebtoken::Algorithm;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -354,5 +355,38 @@ async fn a_header_token_is_removed_from_the_forwarded_headers() {
         if !forward {
             assert!(!s.tap.seen().contains(&token), "the token went upstream");
         }
+    }
+}
+
+// ------------------------------------------------ organization binding
+
+#[tokio::test]
+async fn a_semicolon_cannot_smuggle_another_organization() {
+    let binding = "organizations:\n  org_abc: { name: org1 }\n  org_xyz: { name: org2 }\norganizationBinding:\n  queryParam: organization\n";
+    let s = Setup::start(true, binding).await;
+    let bearer = format!("Bearer {}", s.token());
+    for target in [
+        "/api/x?a=1;organization=org2",
+        "/api/x?organization=org1;organization=org2",
+        "/api/x?organization=org1&a=1;organization=org_xyz",
+    ] {
+        let req = Request::get(s.gate.url(target))
+            .header(header::AUTHORIZATION, &bearer)
+            .body(empty())
+            .unwrap();
+        s.gate
+            .expect_refusal(req, 403, "organization_mismatch", None)
+            .await;
+    }
+    assert!(!s.tap.seen().contains("org2"));
+    // The caller's own organization, by id or name, on either separator.
+    for target in [
+        "/api/x?a=1;organization=org1",
+        "/api/x?organization=org_abc;a=2",
+    ] {
+        let r = s
+            .expect_forwarded(target, &[("authorization", &bearer)])
+            .await;
+        assert_eq!(r.json()["path"], target);
     }
 }
