@@ -2,7 +2,8 @@
 //! source that carries a credential twice, or two sources that each carry
 //! one, is refused before anything reaches the upstream; the query
 //! parameter, cookie or header that carried the token is not forwarded;
-//! `;` cannot smuggle another organization past the binding check.
+//! `;` cannot smuggle another organization past the binding check; and
+//! `explain` never prints a token that came in the query.
 //!
 //! The upstream sits behind a tap that keeps every byte the gateway sends
 //! it, so "never reached the upstream" is checked on the wire.
@@ -10,9 +11,11 @@
 mod support;
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use http::{Request, header};
+use http::{Method, Request, header};
+use idp_gate::explain::{ExplainRequest, explain};
 use jsonwebtoken::Algorithm;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -96,6 +99,7 @@ struct Setup {
     jwks: JwksServer,
     tap: Tap,
     gate: Gate,
+    yaml: String,
     _echo: Echo,
 }
 
@@ -115,6 +119,7 @@ impl Setup {
             jwks,
             tap,
             gate,
+            yaml,
             _echo: echo,
         }
     }
@@ -389,4 +394,102 @@ async fn a_semicolon_cannot_smuggle_another_organization() {
             .await;
         assert_eq!(r.json()["path"], target);
     }
+}
+
+// ------------------------------------------------ explain
+
+/// Every way a token could show in a report: whole, or its signature.
+fn assert_no_token(report: &str, token: &str) {
+    assert!(!report.contains(token), "the token is printed:\n{report}");
+    let signature = token.rsplit('.').next().unwrap();
+    assert!(
+        !report.contains(signature),
+        "the signature is printed:\n{report}"
+    );
+}
+
+#[tokio::test]
+async fn explain_shows_a_query_token_redacted_and_the_query_as_forwarded() {
+    let s = Setup::start(true, "").await;
+    let config = parse_config(&s.yaml);
+    let token = s.token();
+    let run = |path: String, token: Option<String>| {
+        let config = config.clone();
+        async move {
+            explain(
+                config,
+                ExplainRequest {
+                    token: token.as_deref(),
+                    method: Method::GET,
+                    path: &path,
+                    host: None,
+                },
+            )
+            .await
+        }
+    };
+
+    let e = run(format!("/api/x?a=1&access_token={token}&b=2"), None).await;
+    assert!(e.refusal.is_none(), "{}", e.report);
+    assert_no_token(&e.report, &token);
+    assert!(
+        e.report.contains("a=1&access_token=[redacted]&b=2"),
+        "{}",
+        e.report
+    );
+    assert!(
+        e.report.contains("path sent: /api/x?a=1&b=2\n"),
+        "{}",
+        e.report
+    );
+
+    // Encoded, `;`-separated, refused, public: never the token.
+    for (path, given) in [
+        (format!("/api/x?access%5Ftoken={token}"), None),
+        (format!("/api/x?a=1;access_token={token}"), None),
+        (format!("/api/x?access_token={token}"), Some(token.clone())),
+        (format!("/public/x?access_token={token}"), None),
+        (format!("/api/x?access_token={token}&access_token=x"), None),
+        (format!("/api/x?other={token}"), Some(token.clone())),
+    ] {
+        let e = run(path.clone(), given).await;
+        assert_no_token(&e.report, &token);
+        assert!(e.report.contains("[redacted]"), "{path}:\n{}", e.report);
+    }
+}
+
+#[tokio::test]
+async fn the_explain_command_never_prints_a_query_token() {
+    let s = Setup::start(true, "").await;
+    let token = s.token();
+    let dir = std::env::temp_dir().join(format!("idp-gate-cred-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("gate.yaml");
+    std::fs::write(&file, &s.yaml).unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_idp-gate"))
+        .arg("explain")
+        .arg("--config")
+        .arg(Path::new(&file))
+        .args(["--method", "GET", "--path"])
+        .arg(format!("/api/x?access_token={token}&keep=%2F"))
+        .output()
+        .await
+        .unwrap();
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ok = out.status.success();
+    assert!(ok, "{printed}");
+    assert_no_token(&printed, &token);
+    assert!(
+        printed.contains("access_token=[redacted]&keep=%2F"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("path sent: /api/x?keep=%2F\n"),
+        "{printed}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
 }

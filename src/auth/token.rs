@@ -340,6 +340,37 @@ pub fn strip_cookie(headers: &mut HeaderMap, name: &str) {
     }
 }
 
+/// Whether a decoded parameter name is one of the query sources.
+pub(crate) fn is_query_source(sources: &[TokenSource], name: &str) -> bool {
+    sources
+        .iter()
+        .any(|s| matches!(s, TokenSource::Query(q) if q.eq_ignore_ascii_case(name)))
+}
+
+/// `query` as it may be shown: the value of every token parameter of
+/// `sources` replaced by `[redacted]`, the rest as it came.
+pub fn redact_query<'q>(query: &'q str, sources: &[TokenSource]) -> Cow<'q, str> {
+    let values: Vec<Range<usize>> = query_params(query)
+        .filter(|p| is_query_source(sources, &p.name))
+        .filter_map(|p| {
+            let eq = query.get(p.span.clone())?.find('=')?;
+            Some(p.span.start + eq + 1..p.span.end)
+        })
+        .collect();
+    if values.is_empty() {
+        return Cow::Borrowed(query);
+    }
+    let mut out = String::with_capacity(query.len());
+    let mut at = 0;
+    for v in values {
+        out.push_str(query.get(at..v.start).unwrap_or_default());
+        out.push_str("[redacted]");
+        at = v.end;
+    }
+    out.push_str(query.get(at..).unwrap_or_default());
+    Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -497,6 +528,22 @@ mod tests {
             strip_cookie(&mut h, "session");
             let got: Vec<_> = h.get_all(header::COOKIE).iter().collect();
             assert_eq!(got, left, "{fields:?}");
+        }
+    }
+
+    #[test]
+    fn token_parameters_are_redacted_wherever_they_sit() {
+        let sources = all();
+        for (query, shown) in [
+            (
+                "a=1&access_token=t.s&b=2",
+                "a=1&access_token=[redacted]&b=2",
+            ),
+            ("a=1;Access%5FToken=t", "a=1;Access%5FToken=[redacted]"),
+            ("access_token", "access_token"),
+            ("a=1", "a=1"),
+        ] {
+            assert_eq!(redact_query(query, &sources), shown, "{query}");
         }
     }
 }
