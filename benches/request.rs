@@ -75,6 +75,7 @@ fn rewrite(c: &mut Criterion) {
         client: IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3)),
         proto: "http",
         host: Some(&host),
+        upstream_host: None,
         request_id: &RequestId::from_str_or_fresh("2b8f9a3c-1d2e-4f50-8a6b-7c8d9e0f1a2b"),
     };
     let head = incoming(&token);

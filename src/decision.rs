@@ -13,7 +13,7 @@ use http::{HeaderMap, HeaderValue, Method, Uri, header};
 
 use crate::auth::claims::check_binding;
 use crate::auth::{Identity, authorize, token};
-use crate::error::{AuthFailure, GateError};
+use crate::error::GateError;
 use crate::proxy::headers::{RequestId, Rewrite, Seen};
 use crate::routing::{self, Access, Route};
 use crate::snapshot::Snapshot;
@@ -58,7 +58,7 @@ pub struct Forward {
     /// The path sent upstream (canonical, less a stripped prefix), without
     /// the upstream's base path.
     pub path: String,
-    /// The query, byte for byte.
+    /// The query, byte for byte, less the parameter that carried the token.
     pub query: Option<String>,
     /// What happens to the headers.
     pub rewrite: Rewrite,
@@ -105,7 +105,7 @@ async fn walk<'s>(
     route.check_parameters(&path)?;
 
     // Authenticate and authorize.
-    let (identity, token) = match &route.access {
+    let (identity, credential) = match &route.access {
         Access::Public => (None, None),
         Access::Jwt {
             allow,
@@ -113,11 +113,10 @@ async fn walk<'s>(
             token_sources,
         } => {
             let query = req.uri.query();
-            let token = token::extract(token_sources, req.headers, query)
-                .ok_or(AuthFailure::MissingToken)?;
+            let credential = token::extract(token_sources, req.headers, query)?;
             let identity = snapshot
                 .verifier
-                .verify(&token, providers.as_deref(), req.now)
+                .verify(&credential.token, providers.as_deref(), req.now)
                 .await?;
             decision.identity = Some(identity.clone());
             authorize(&identity, allow, config.organizations.as_ref())?;
@@ -132,7 +131,7 @@ async fn walk<'s>(
             snapshot
                 .rate_limits
                 .check(&route.name, &identity.organization)?;
-            (Some(identity), Some(token))
+            (Some(identity), Some((credential, token_sources)))
         }
     };
 
@@ -140,9 +139,10 @@ async fn walk<'s>(
     let organization = identity.as_ref().and_then(|i| i.organization.as_deref());
     let upstream = route.upstream_for(organization);
 
-    // Rewrite.
-    let forwarded_token = token
-        .as_deref()
+    // Rewrite: only the verified token goes on, and only as `Authorization`.
+    let forwarded_token = credential
+        .as_ref()
+        .map(|(c, _)| c.token.as_ref())
         .filter(|_| config.forwarding.forward_authorization);
     let seen = Seen {
         client: req.client,
@@ -154,11 +154,19 @@ async fn walk<'s>(
             .and_then(|u| u.config.host.as_ref()),
         request_id: req.request_id,
     };
+    let mut rewrite = Rewrite::new(config, identity.as_deref(), forwarded_token, &seen);
+    let query = match &credential {
+        Some((c, sources)) => {
+            rewrite.drop_credential(sources, c);
+            c.forwarded_query(req.uri.query())
+        }
+        None => req.uri.query().map(str::to_string),
+    };
     Ok(Forward {
         upstream,
         path: route.upstream_path(&path).to_string(),
-        query: req.uri.query().map(str::to_string),
-        rewrite: Rewrite::new(config, identity.as_deref(), forwarded_token, &seen),
+        query,
+        rewrite,
     })
 }
 

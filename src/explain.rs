@@ -1,6 +1,8 @@
 //! `idp-gate explain`: what the gateway would do with one request, step by
 //! step, without serving anything. The token's signature and any secret are
-//! never printed.
+//! never printed: a token parameter in the query is shown as `[redacted]`,
+//! and the report is scrubbed of every token it was given before it is
+//! returned, in case one turns up where no token is expected.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -11,6 +13,7 @@ use http::{HeaderMap, HeaderValue, Method, Uri, header};
 use serde_json::{Map, Value};
 
 use crate::auth::cache::TokenCache;
+use crate::auth::token::{self, TokenSource};
 use crate::auth::verify::{decode_json, now_secs};
 use crate::config::Config;
 use crate::decision::{RequestFacts, decide};
@@ -45,7 +48,21 @@ pub struct Explanation {
 /// decision step by step.
 pub async fn explain(config: Config, req: ExplainRequest<'_>) -> Explanation {
     let mut out = String::new();
-    let refusal = walk(config, &req, &mut out).await.err();
+    let sources: Vec<TokenSource> = config
+        .providers
+        .iter()
+        .flat_map(|p| p.token_sources.iter().cloned())
+        .collect();
+    let query = req.path.split_once('?').map(|(_, q)| q);
+    let in_query: Vec<(String, String)> = query
+        .into_iter()
+        .flat_map(token::query_params)
+        .filter(|p| token::is_query_source(&sources, &p.name))
+        .map(|p| (p.name.to_string(), p.value().into_owned()))
+        .collect();
+    let refusal = walk(config, &req, &sources, &in_query, &mut out)
+        .await
+        .err();
     match &refusal {
         None => out.push_str("verdict: forwarded\n"),
         Some(e) => {
@@ -57,17 +74,55 @@ pub async fn explain(config: Config, req: ExplainRequest<'_>) -> Explanation {
             );
         }
     }
+    let secrets = req
+        .token
+        .into_iter()
+        .chain(in_query.iter().map(|(_, v)| v.as_str()));
     Explanation {
-        report: out,
+        report: scrub(out, secrets),
         refusal,
     }
 }
 
-async fn walk(config: Config, req: &ExplainRequest<'_>, out: &mut String) -> Result<(), GateError> {
+/// `report` with every token, and every token's signature, replaced by
+/// `[redacted]`. Values too short to be a token are left alone: replacing
+/// them would garble the report and hide nothing.
+fn scrub<'t>(mut report: String, tokens: impl Iterator<Item = &'t str>) -> String {
+    const SHORTEST: usize = 16;
+    for t in tokens {
+        let signature = t.rsplit('.').next().unwrap_or_default();
+        for secret in [t, signature] {
+            if secret.len() >= SHORTEST && report.contains(secret) {
+                report = report.replace(secret, "[redacted]");
+            }
+        }
+    }
+    report
+}
+
+async fn walk(
+    config: Config,
+    req: &ExplainRequest<'_>,
+    sources: &[TokenSource],
+    in_query: &[(String, String)],
+    out: &mut String,
+) -> Result<(), GateError> {
     let uri: Uri = req
         .path
         .parse()
         .map_err(|_| GateError::BadRequest("the request target is not a valid URI"))?;
+    let shown_query = |q: Option<&str>| {
+        q.map_or(String::new(), |q| {
+            format!("?{}", token::redact_query(q, sources))
+        })
+    };
+    let _ = writeln!(
+        out,
+        "request: {} {}{}",
+        req.method,
+        uri.path(),
+        shown_query(uri.query())
+    );
     let mut headers = HeaderMap::new();
     if let Some(h) = req.host {
         let v = HeaderValue::from_str(h)
@@ -79,6 +134,9 @@ async fn walk(config: Config, req: &ExplainRequest<'_>, out: &mut String) -> Res
         let v = HeaderValue::from_str(&format!("Bearer {t}"))
             .map_err(|_| GateError::from(crate::error::AuthFailure::Malformed))?;
         headers.insert(header::AUTHORIZATION, v);
+    } else if let Some((name, value)) = in_query.first() {
+        let _ = writeln!(out, "token: from query parameter {name}");
+        describe_token(value, out);
     } else {
         out.push_str("token: none given\n");
     }
@@ -160,10 +218,7 @@ async fn walk(config: Config, req: &ExplainRequest<'_>, out: &mut String) -> Res
         upstream.map_or("-", |u| u.name.as_str()),
         upstream.map_or(String::new(), |u| u.url.to_string()),
         forward.path,
-        forward
-            .query
-            .as_deref()
-            .map_or(String::new(), |q| format!("?{q}"))
+        shown_query(forward.query.as_deref())
     );
     for (name, value) in &forward.rewrite.set {
         // The credential itself is never printed.

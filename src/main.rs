@@ -107,7 +107,8 @@ enum Command {
         /// Request method.
         #[arg(long, default_value = "GET")]
         method: String,
-        /// Request path.
+        /// Request path, with its query if any (a token parameter in it is
+        /// read as the gateway reads it, and printed as `[redacted]`).
         #[arg(long)]
         path: String,
         /// Request host, for routes that match on it.

@@ -857,7 +857,7 @@ async fn cached_verdicts_still_expire() {
 // ---------------------------------------------------------------- token sources and providers
 
 #[tokio::test]
-async fn configured_token_sources_in_order() {
+async fn configured_token_sources() {
     let w = World::start(
         Algorithm::RS256,
         "  tokenSources:\n    - header: X-Api-Token\n    - query: access_token\n    - cookie: session\n",
@@ -882,7 +882,8 @@ async fn configured_token_sources_in_order() {
     let r = w.gate.get("/api/x", Some(&token)).await;
     assert_eq!(r.status, 401);
     assert_eq!(r.json()["error_description"], "missing_token");
-    // The first source found wins, even when a later one holds a good token.
+    // Two sources, even when one holds a good token: which one would the
+    // upstream read? Refused before either is verified.
     let r = w
         .gate
         .get_with(
@@ -890,8 +891,8 @@ async fn configured_token_sources_in_order() {
             &[("x-api-token", "not-a-token")],
         )
         .await;
-    assert_eq!(r.status, 401);
-    assert_eq!(r.json()["error_description"], "malformed");
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"], "bad_request");
 }
 
 #[tokio::test]

@@ -145,9 +145,18 @@ routes:
             .await;
             statuses.push(r.status.as_u16());
         }
+        // One source at a time: both at once are refused before either is read.
         let r = send(
             &c,
             Request::get(format!("{base}/api/q?access_token={t}"))
+                .body(empty())
+                .unwrap(),
+        )
+        .await;
+        statuses.push(r.status.as_u16());
+        let r = send(
+            &c,
+            Request::get(format!("{base}/api/q"))
                 .header(header::COOKIE, format!("session={t}"))
                 .body(empty())
                 .unwrap(),

@@ -159,6 +159,10 @@ pub fn authorize(
 /// The caller may not name another organization than the verified one,
 /// and a token without one cannot pass where the upstream is told the
 /// tenant (APK would fall back to its default organization).
+///
+/// The query is read as the strictest upstream reads it (split on `;` as
+/// well as `&`, names decoded and compared without regard to case, as for
+/// token parameters): `?a=1;organization=other` names `other` to Tomcat.
 pub fn check_binding(
     binding: &OrganizationBinding,
     trusted: Option<&HashMap<String, String>>,
@@ -173,8 +177,12 @@ pub fn check_binding(
     };
     let verified = identity.organization.as_deref();
     let name = verified.and_then(|o| trusted?.get(o).map(String::as_str));
-    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
-        if k == param.as_str() && Some(v.as_ref()) != verified && Some(v.as_ref()) != name {
+    for p in super::token::query_params(query) {
+        if !p.name.eq_ignore_ascii_case(param) {
+            continue;
+        }
+        let v = p.value();
+        if Some(v.as_ref()) != verified && Some(v.as_ref()) != name {
             return Err(AuthFailure::OrganizationMismatch);
         }
     }
@@ -276,5 +284,33 @@ mod tests {
             Some("5")
         );
         assert_eq!(id.claim_value(&ClaimRef::Name("missing".into())), None);
+    }
+
+    #[test]
+    fn the_binding_parameter_is_read_on_either_separator() {
+        let binding = OrganizationBinding {
+            header: None,
+            query_param: Some("organization".into()),
+        };
+        let mut trusted = HashMap::new();
+        trusted.insert("org_abc".to_string(), "org1".to_string());
+        let id = identity(json!({"org_id": "org_abc"}));
+        let check = |q: &str| check_binding(&binding, Some(&trusted), &id, Some(q));
+        for q in [
+            "organization=org1",
+            "a=1;organization=org_abc",
+            "organization=org1;b=2&c=organization%3Dx",
+        ] {
+            assert_eq!(check(q), Ok(()), "{q}");
+        }
+        for q in [
+            "a=1;organization=org2",
+            "organization=org1;organization=org2",
+            "Organization=org2",
+            "organizatio%6E=org2",
+            "organization",
+        ] {
+            assert_eq!(check(q), Err(AuthFailure::OrganizationMismatch), "{q}");
+        }
     }
 }

@@ -246,7 +246,9 @@ pub struct RawIdp {
     /// JWKS cache behaviour.
     #[serde(default)]
     pub jwks: RawJwks,
-    /// Where the token is read from, in order; first found wins.
+    /// Where a token may be read from. A request carrying more than one
+    /// credential, in one source or across sources, is refused (400); see
+    /// SECURITY.md, "Token sources".
     #[serde(default = "default_token_sources")]
     pub token_sources: Vec<RawTokenSource>,
     /// Extra PEM CA bundle trusted when fetching discovery and JWKS over

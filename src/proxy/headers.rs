@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::auth::Identity;
+use crate::auth::token::{self, Credential, TokenSource};
 use crate::config::Config;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -313,6 +314,11 @@ pub struct Rewrite {
     pub protected: Arc<[HeaderName]>,
     /// Then set, from what the gateway saw and verified.
     pub set: Vec<(HeaderName, HeaderValue)>,
+    /// The token sources' headers besides `Authorization`, removed with
+    /// their `_` spellings: one carried the token, the others could have.
+    pub source_headers: Vec<HeaderName>,
+    /// The cookie that carried the token, removed from `Cookie`.
+    pub token_cookie: Option<String>,
 }
 
 /// `Bearer <token>`, built in one allocation.
@@ -406,15 +412,41 @@ impl Rewrite {
                 put(b, value);
             }
         }
-        Rewrite { protected, set }
+        Rewrite {
+            protected,
+            set,
+            source_headers: Vec::new(),
+            token_cookie: None,
+        }
+    }
+
+    /// Leaves behind what `credential`, read from `sources`, came in (its
+    /// query parameter is the decision's to drop). Nothing is allocated
+    /// for the usual request: a token in `Authorization`, which always goes.
+    pub fn drop_credential(&mut self, sources: &[TokenSource], credential: &Credential<'_>) {
+        for s in sources {
+            if let TokenSource::Header { name, .. } = s {
+                if name != header::AUTHORIZATION && !self.source_headers.contains(name) {
+                    self.source_headers.push(name.clone());
+                }
+            }
+        }
+        self.token_cookie = credential.cookie().map(str::to_string);
     }
 
     /// Applies the rewrite to the request's headers: what a client could
-    /// forge goes, then what the gateway saw and verified is set.
+    /// forge goes, and the credential the token came in, then what the
+    /// gateway saw and verified is set.
     pub fn apply(&self, h: &mut HeaderMap) {
-        strip_spoofable(h, self.protected.iter());
+        strip_spoofable(h, self.protected.iter().chain(&self.source_headers));
         h.remove(header::AUTHORIZATION);
+        for name in &self.source_headers {
+            h.remove(name);
+        }
         join_cookies(h);
+        if let Some(name) = &self.token_cookie {
+            token::strip_cookie(h, name);
+        }
         for (name, value) in &self.set {
             h.insert(name.clone(), value.clone());
         }
@@ -530,6 +562,7 @@ mod tests {
         let rewrite = Rewrite {
             protected: Arc::from([user.clone()]),
             set: vec![(user.clone(), HeaderValue::from_static("alice"))],
+            ..Rewrite::default()
         };
         let mut h = HeaderMap::new();
         h.insert(
