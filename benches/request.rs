@@ -15,8 +15,9 @@ use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderValue, Method, Request};
 use idp_gate::auth::Identity;
 use idp_gate::decision::{RequestFacts, decide};
+use idp_gate::decision::{Rewrite, Seen};
 use idp_gate::proxy::Upstream;
-use idp_gate::proxy::headers::{RequestId, Rewrite, Seen};
+use idp_gate::request_id::RequestId;
 use idp_gate::routing::{self, canonicalize};
 
 use common::{Keys, now, ready};
@@ -136,6 +137,7 @@ fn decision(c: &mut Criterion) {
             tls: false,
             request_id: &request_id,
             now,
+            draining: false,
         };
         let first = ready(decide(&snap, &facts));
         assert!(first.verdict.is_ok(), "{:?}", first.verdict.err());

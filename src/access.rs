@@ -4,8 +4,8 @@
 
 use std::net::IpAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -15,7 +15,7 @@ use hyper::body::{Body, Frame, SizeHint};
 
 use crate::auth::Identity;
 use crate::metrics::{Metrics, method_label};
-use crate::proxy::headers::RequestId;
+use crate::request_id::RequestId;
 
 /// The status logged for a request whose client left before the response.
 pub const CLIENT_CLOSED: u16 = 499;
@@ -34,9 +34,6 @@ pub struct AccessLine {
     pub path: String,
     /// Route name, once matched.
     pub route: Option<Arc<str>>,
-    /// Where the deciding layer notes the route as soon as it matches, so
-    /// a request dropped half-way still names its route.
-    pub route_note: Arc<OnceLock<Arc<str>>>,
     /// Response status; `None` until the response exists.
     pub status: Option<u16>,
     /// The verified identity (its organization, subject and `jti` hash
@@ -70,7 +67,6 @@ impl AccessLine {
             method,
             path,
             route: None,
-            route_note: Arc::new(OnceLock::new()),
             status: None,
             identity: None,
             upstream: None,
@@ -89,9 +85,6 @@ impl AccessLine {
 
 impl Drop for AccessLine {
     fn drop(&mut self) {
-        if self.route.is_none() {
-            self.route = self.route_note.get().cloned();
-        }
         let status = match self.status {
             Some(s) => s,
             None => {

@@ -142,11 +142,9 @@ async fn start_with(
 
     let tokens = Arc::new(TokenCache::default());
     let snapshot = Snapshot::build(config, &metrics, &tokens, None)?;
-    metrics.config_last_reload_success.set(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64()),
-    );
+    metrics
+        .config_last_reload_success
+        .set(crate::clock::now_secs_f64());
     let gateway = Arc::new(Gateway::new(snapshot, metrics.clone(), tls_on));
     let reloader = path.map(|path| {
         Arc::new(Reloader::new(

@@ -171,16 +171,32 @@ pub enum GateError {
     },
 }
 
-impl From<crate::routing::PathRefusal> for GateError {
-    fn from(why: crate::routing::PathRefusal) -> Self {
-        GateError::BadRequest(why.description())
-    }
-}
-
 impl From<AuthFailure> for GateError {
     fn from(f: AuthFailure) -> Self {
         GateError::Auth(f)
     }
+}
+
+/// An error with its causes, `outer: inner: root`, so a log line or an
+/// exit message says why ("client error (Connect)" alone does not).
+pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut sep = "";
+        let mut cause = Some(self.0);
+        while let Some(c) = cause {
+            write!(f, "{sep}{c}")?;
+            sep = ": ";
+            cause = c.source();
+        }
+        Ok(())
+    }
+}
+
+/// [`Chain`] as a string.
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    Chain(e).to_string()
 }
 
 /// A response produced by the gateway itself.
@@ -300,7 +316,7 @@ impl GateError {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
         if let Ok(v) = HeaderValue::from_str(request_id) {
-            headers.insert(crate::proxy::headers::X_REQUEST_ID, v);
+            headers.insert(crate::headers::X_REQUEST_ID, v);
         }
         resp
     }

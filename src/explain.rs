@@ -14,12 +14,13 @@ use serde_json::{Map, Value};
 
 use crate::auth::cache::TokenCache;
 use crate::auth::token::{self, TokenSource};
-use crate::auth::verify::{decode_json, now_secs};
+use crate::auth::verify::decode_json;
+use crate::clock::now_secs;
 use crate::config::Config;
 use crate::decision::{RequestFacts, decide};
 use crate::error::GateError;
 use crate::metrics::Metrics;
-use crate::proxy::headers::RequestId;
+use crate::request_id::RequestId;
 use crate::snapshot::Snapshot;
 
 /// The request to explain.
@@ -176,6 +177,7 @@ async fn walk(
         tls: false,
         request_id: &RequestId::from_str_or_fresh("explain"),
         now: now_secs(),
+        draining: false,
     };
     let decision = decide(&snapshot, &facts).await;
     match decision.route {
@@ -211,12 +213,12 @@ async fn walk(
         );
     }
     let forward = decision.verdict?;
-    let upstream = snapshot.config.upstreams.get(forward.upstream);
+    let upstream = &forward.upstream.config;
     let _ = writeln!(
         out,
         "upstream: {} ({}), path sent: {}{}",
-        upstream.map_or("-", |u| u.name.as_str()),
-        upstream.map_or(String::new(), |u| u.url.to_string()),
+        upstream.name,
+        upstream.url,
         forward.path,
         shown_query(forward.query.as_deref())
     );

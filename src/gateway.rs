@@ -1,9 +1,8 @@
-//! The sidecar's request handler: the [`AuthLayer`] (the one decision:
-//! route, authenticate, authorize, choose the upstream, plan the rewrite)
-//! around the [`Forwarder`] (the I/O), with what an operator needs around
-//! both: draining, metrics and the access line. Each request runs on the
-//! [`Snapshot`] it started with, so a reload never changes a request
-//! half-way.
+//! The sidecar: each request, start to end, in one sequence. The facts of
+//! the request go to [`decide`]; a refusal is answered at once, anything
+//! else goes to the [`Forwarder`]; then one place counts the request and
+//! fills its access line. Each request runs on the [`Snapshot`] it started
+//! with, so a reload never changes a request half-way.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,18 +10,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::{Request, Response};
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
 use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Either};
 use hyper::body::Incoming;
-use tower::Service;
 
 use crate::access::{AccessLine, LoggedBody};
+use crate::clock::now_secs;
+use crate::decision::{Decision, RequestFacts, decide};
 use crate::error::GateError;
-use crate::layer::{Auth, AuthLayer, ClientInfo, Decided, RequestId, RouteNote};
 use crate::metrics::{Metrics, method_label};
 use crate::proxy::Tunnels;
-use crate::proxy::forward::{BytesIn, Forwarded, Forwarder};
+use crate::proxy::forward::{Exchange, Forwarder};
+use crate::request_id::RequestId;
 use crate::snapshot::Snapshot;
 
 /// The response body the gateway returns.
@@ -31,7 +31,7 @@ pub type Body = BoxBody<Bytes, hyper::Error>;
 /// The proxy's request handler.
 pub struct Gateway {
     snapshot: Arc<ArcSwap<Snapshot>>,
-    service: Auth<Forwarder>,
+    forwarder: Forwarder,
     metrics: Arc<Metrics>,
     draining: AtomicBool,
     /// Whether clients connect over TLS (`X-Forwarded-Proto`).
@@ -42,17 +42,14 @@ pub struct Gateway {
 impl Gateway {
     /// A gateway serving `snapshot`; `tls` says what `X-Forwarded-Proto` is.
     pub fn new(snapshot: Snapshot, metrics: Arc<Metrics>, tls: bool) -> Gateway {
-        let limits = snapshot.config.limits.clone();
-        let snapshot = Arc::new(ArcSwap::from_pointee(snapshot));
         let tunnels = Arc::new(Tunnels::new(
             metrics.open_tunnels.clone(),
             metrics.client_timeouts.with_label_values(&["tunnel_idle"]),
         ));
-        let forwarder = Forwarder::new(metrics.clone(), tunnels.clone(), &limits);
-        let service = tower::Layer::layer(&AuthLayer::from_snapshot(snapshot.clone()), forwarder);
+        let forwarder = Forwarder::new(metrics.clone(), tunnels.clone(), &snapshot.config.limits);
         Gateway {
-            snapshot,
-            service,
+            snapshot: Arc::new(ArcSwap::from_pointee(snapshot)),
+            forwarder,
             metrics,
             draining: AtomicBool::new(false),
             tls,
@@ -110,16 +107,13 @@ impl Gateway {
             unknown,
             String::new(),
         );
-        line.status = Some(status);
         line.error = Some("request head refused before routing".into());
-        self.metrics
-            .requests
-            .with_label_values(&["unmatched", "OTHER", &status.to_string()])
-            .inc();
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+        self.count(&mut line, status, None);
     }
 
     /// Handles one request from `peer`.
-    pub async fn handle(&self, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         // A guard, not a pair of calls: hyper drops this future when the
         // client goes away, and the gauge must come down then too.
         let _inflight = Inflight::enter(&self.metrics.inflight);
@@ -132,52 +126,67 @@ impl Gateway {
             req.method().clone(),
             req.uri().path().to_string(),
         );
-        let (response, decided, forwarded) = if self.is_draining() {
-            let e = GateError::Draining;
-            let resp = e
-                .to_response(request_id.as_str())
-                .map(|b| b.map_err(|never| match never {}).boxed());
-            let decided = Decided {
-                refusal: Some(e),
-                ..Decided::default()
-            };
-            (resp, decided, Forwarded::default())
-        } else {
-            let ext = req.extensions_mut();
-            ext.insert(ClientInfo {
-                addr: peer.ip(),
-                tls: self.tls,
-            });
-            ext.insert(request_id);
-            ext.insert(RouteNote(line.route_note.clone()));
-            ext.insert(BytesIn(line.bytes_in.clone()));
-            let Ok(mut resp) = self.service.clone().call(req).await;
-            let decided = resp
-                .extensions_mut()
-                .remove::<Decided>()
-                .unwrap_or_default();
-            let forwarded = resp
-                .extensions_mut()
-                .remove::<Forwarded>()
-                .unwrap_or_default();
-            let resp = resp.map(|body| match body {
-                Either::Left(own) => own.map_err(|never| match never {}).boxed(),
-                Either::Right(upstream) => upstream,
-            });
-            (resp, decided, forwarded)
+        let snapshot = self.snapshot.load_full();
+        let facts = RequestFacts {
+            method: req.method(),
+            uri: req.uri(),
+            headers: req.headers(),
+            client: peer.ip(),
+            tls: self.tls,
+            request_id: &request_id,
+            now: now_secs(),
+            draining: self.is_draining(),
         };
+        let Decision {
+            route,
+            identity,
+            authorized,
+            verdict,
+        } = decide(&snapshot, &facts).await;
+        line.route = route.map(|r| r.name.clone());
+        line.identity = identity;
+        // Refused organizations are never counted, so they cannot use up
+        // the label slots.
+        if let Some(org) = line
+            .identity
+            .as_deref()
+            .filter(|_| authorized)
+            .and_then(|i| i.organization.as_deref())
+        {
+            self.metrics.count_organization(org);
+        }
 
-        let status = response.status();
-        let route_name = decided.route.as_deref().unwrap_or("unmatched");
+        let (response, error) = match verdict {
+            Err(refusal) => (own(&refusal, &request_id), Some(refusal)),
+            Ok(plan) => {
+                line.upstream = Some(plan.upstream.config.name.clone());
+                let exchange = Exchange {
+                    request_id: &request_id,
+                    route: line.route.as_deref().unwrap_or_default(),
+                    bytes_in: line.bytes_in.clone(),
+                };
+                match self.forwarder.forward(req, plan, exchange).await {
+                    Ok(resp) => (resp, None),
+                    Err(e) => (own(&e, &request_id), Some(e)),
+                }
+            }
+        };
+        self.count(&mut line, response.status(), error);
+        response.map(|body| LoggedBody::new(body, line).boxed())
+    }
+
+    /// The one place a request is counted and its access line filled in
+    /// (written when its response body is done).
+    fn count(&self, line: &mut AccessLine, status: StatusCode, error: Option<GateError>) {
+        let route = line.route.as_deref().unwrap_or("unmatched");
         self.metrics
             .requests
-            .with_label_values(&[route_name, method_label(&line.method), status.as_str()])
+            .with_label_values(&[route, method_label(&line.method), status.as_str()])
             .inc();
         self.metrics
             .request_duration
-            .with_label_values(&[route_name])
+            .with_label_values(&[route])
             .observe(line.start().elapsed().as_secs_f64());
-        let error = decided.refusal.or(forwarded.error);
         let reason = error.as_ref().and_then(GateError::reason);
         if let Some(reason) = reason {
             self.metrics
@@ -185,26 +194,18 @@ impl Gateway {
                 .with_label_values(&[reason])
                 .inc();
         }
-        let identity = decided.identity.as_deref();
-        // Refused organizations are never counted, so they cannot use up
-        // the label slots.
-        if let Some(org) = identity
-            .filter(|_| decided.authorized)
-            .and_then(|i| i.organization.as_deref())
-        {
-            self.metrics.count_organization(org);
-        }
         line.status = Some(status.as_u16());
-        line.route = decided.route;
-        line.upstream = forwarded.upstream;
-        line.identity = decided.identity;
         line.reason = reason;
-        line.error = error
-            .as_ref()
-            .filter(|e| e.reason().is_none())
-            .map(|e| e.to_string());
-        response.map(|body| LoggedBody::new(body, line).boxed())
+        if let Some(e) = error.filter(|e| e.reason().is_none()) {
+            line.error = Some(e.to_string());
+        }
     }
+}
+
+/// The gateway's own answer to a refusal or failure.
+fn own(e: &GateError, request_id: &RequestId) -> Response<Body> {
+    e.to_response(request_id.as_str())
+        .map(|b| b.map_err(|never| match never {}).boxed())
 }
 
 /// Counts a request in `inflight_requests` while alive.

@@ -6,8 +6,8 @@
 //! upstream: a client's `X-Forwarded-*`, `Forwarded`, `X-Real-IP`, identity,
 //! claims and organization headers (and their `_` spellings) removed, the
 //! verified identity's set, `Authorization` exactly the verified token (or
-//! gone). The sidecar's own request path is this layer around its
-//! forwarding service, which then removes the hop-by-hop headers.
+//! gone). Hop-by-hop headers stay, for the service's own server (an
+//! upgrade's `Connection` and `Upgrade`).
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
@@ -21,7 +21,7 @@
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use arc_swap::ArcSwap;
@@ -32,10 +32,9 @@ use tower::{Layer, Service};
 
 use crate::auth::Identity;
 use crate::auth::cache::TokenCache;
-use crate::auth::verify::now_secs;
+use crate::clock::now_secs;
 use crate::config::Config;
-use crate::decision::{Forward, RequestFacts, decide};
-use crate::error::GateError;
+use crate::decision::{RequestFacts, decide};
 use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
 use crate::tls::{self, TlsError};
@@ -52,43 +51,19 @@ pub struct ClientInfo {
 }
 
 /// The request id to use: put one in the request's extensions if the
-/// caller already chose it (the sidecar does, for its access line);
-/// otherwise the client's sane `X-Request-Id` or a fresh one.
-pub use crate::proxy::headers::RequestId;
-
-/// Where the matched route's name is written as soon as it is known, for a
-/// caller that must name it even if the request is dropped half-way.
-#[derive(Debug, Clone, Default)]
-pub struct RouteNote(pub Arc<OnceLock<Arc<str>>>);
+/// caller already chose it; otherwise the client's sane `X-Request-Id` or a
+/// fresh one.
+pub use crate::request_id::RequestId;
 
 /// What passed: in the extensions of every request the layer lets through.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Verified {
-    /// The configuration the request was decided on.
-    pub snapshot: Arc<Snapshot>,
     /// The matched route's name.
     pub route: Arc<str>,
     /// The verified identity (`None` on public routes).
     pub identity: Option<Arc<Identity>>,
-    /// Where and how the sidecar would forward it; `forward.rewrite` is
-    /// already applied to the request's headers.
-    pub forward: Forward,
     /// The request id.
     pub request_id: RequestId,
-}
-
-/// What was decided: in the extensions of every response the layer
-/// returns, refusals included, for metrics and logs.
-#[derive(Debug, Clone, Default)]
-pub struct Decided {
-    /// The matched route's name.
-    pub route: Option<Arc<str>>,
-    /// The verified identity, even when authorization then failed.
-    pub identity: Option<Arc<Identity>>,
-    /// Whether the identity passed every check.
-    pub authorized: bool,
-    /// Why the layer refused, if it did.
-    pub refusal: Option<GateError>,
 }
 
 /// Why [`AuthLayer::from_config`] failed.
@@ -200,40 +175,27 @@ where
                 tls: client.tls,
                 request_id: &request_id,
                 now: now_secs(),
+                draining: false,
             };
             let decision = decide(&snapshot, &facts).await;
-            let route = decision.route.map(|r| r.name.clone());
-            if let (Some(note), Some(name)) = (req.extensions().get::<RouteNote>(), &route) {
-                let _ = note.0.set(name.clone());
-            }
-            let mut decided = Decided {
-                route: route.clone(),
-                identity: decision.identity.clone(),
-                authorized: decision.authorized,
-                refusal: None,
-            };
-            let forward = match decision.verdict {
-                Ok(forward) => forward,
+            let plan = match decision.verdict {
+                Ok(plan) => plan,
                 Err(refusal) => {
-                    let mut resp = refusal.to_response(request_id.as_str()).map(Either::Left);
-                    decided.refusal = Some(refusal);
-                    resp.extensions_mut().insert(decided);
-                    return Ok(resp);
+                    return Ok(refusal.to_response(request_id.as_str()).map(Either::Left));
                 }
             };
-            // Here, not in the forwarder: a handler in-process must no more
-            // believe a client's `X-Forwarded-User` than an upstream would.
-            forward.rewrite.apply(req.headers_mut());
+            // A handler in-process must no more believe a client's
+            // `X-Forwarded-User` than an upstream would.
+            plan.rewrite.apply(req.headers_mut());
             req.extensions_mut().insert(Verified {
-                snapshot: snapshot.clone(),
-                route: route.unwrap_or_else(|| "".into()),
+                route: decision.route.map(|r| r.name.clone()).unwrap_or_default(),
                 identity: decision.identity,
-                forward,
                 request_id,
             });
-            let mut resp = inner.call(req).await?.map(Either::Right);
-            resp.extensions_mut().insert(decided);
-            Ok(resp)
+            // Ready again after the decision's await, which may have been
+            // long (a key fetch).
+            std::future::poll_fn(|cx| inner.poll_ready(cx)).await?;
+            Ok(inner.call(req).await?.map(Either::Right))
         })
     }
 }

@@ -464,7 +464,7 @@ fn probe_main(url: &str, timeout: &str) -> ExitCode {
         tokio::time::timeout(timeout, client.get(uri))
             .await
             .map_err(|_| format!("no answer within {timeout:?}"))?
-            .map_err(|e| error_chain(&e))
+            .map_err(|e| idp_gate::error::chain(&e))
     });
     match answer {
         Ok(resp) if resp.status().is_success() => {
@@ -480,18 +480,6 @@ fn probe_main(url: &str, timeout: &str) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// An error with its causes, so "client error (Connect)" says why.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
 }
 
 fn explain_main(

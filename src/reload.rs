@@ -10,9 +10,8 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use tokio::sync::{Mutex, mpsc};
 use tokio_rustls::TlsAcceptor;
 
@@ -21,7 +20,7 @@ use crate::config::{Config, ConfigError};
 use crate::gateway::Gateway;
 use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
-use crate::tls::{self, TlsError};
+use crate::tls::{self, TlsError, TlsSwap};
 
 /// Events closer together than this are one change (a ConfigMap update is
 /// several renames in a row).
@@ -33,9 +32,6 @@ const POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a reload waits for a new provider's first keys before it gives
 /// up and keeps the old configuration.
 const KEYS_WAIT: Duration = Duration::from_secs(10);
-
-/// The TLS acceptor the proxy listener uses for each new connection.
-pub type TlsSwap = Arc<ArcSwap<TlsAcceptor>>;
 
 /// Why a reload was refused (the old configuration keeps serving).
 #[derive(Debug, thiserror::Error)]
@@ -110,7 +106,9 @@ impl Reloader {
         match result {
             Ok(()) => {
                 self.metrics.config_reloads.with_label_values(&["ok"]).inc();
-                self.metrics.config_last_reload_success.set(unix_now());
+                self.metrics
+                    .config_last_reload_success
+                    .set(crate::clock::now_secs_f64());
                 tracing::info!(file = %self.path.display(), "configuration reloaded");
             }
             Err(e) => {
@@ -335,10 +333,4 @@ fn warn_about_restart_only_changes(old: &Config, new: &Config) {
             tracing::warn!(key, "changed, but takes effect only after a restart");
         }
     }
-}
-
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
 }

@@ -6,10 +6,15 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+/// The TLS acceptor the proxy listener uses for each new connection; a
+/// reload replaces it.
+pub type TlsSwap = Arc<ArcSwap<tokio_rustls::TlsAcceptor>>;
 
 /// Why a TLS configuration could not be built.
 #[derive(Debug, thiserror::Error)]

@@ -11,8 +11,9 @@ use std::path::Path;
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 use idp_gate::auth::token::extract;
 use idp_gate::config::Config;
+use idp_gate::decision::{Rewrite, Seen};
 use idp_gate::error::{AuthFailure, GateError};
-use idp_gate::proxy::headers::{RequestId, Rewrite, Seen};
+use idp_gate::request_id::RequestId;
 use proptest::prelude::*;
 
 fn config(forward_authorization: bool) -> Config {

@@ -89,7 +89,7 @@ impl Fetcher {
                 .client
                 .request(req)
                 .await
-                .map_err(|e| transport(error_chain(&e)))?;
+                .map_err(|e| transport(crate::error::chain(&e)))?;
             if resp.status() != StatusCode::OK {
                 return Err(FetchError::Status {
                     url: url.to_string(),
@@ -114,17 +114,6 @@ impl Fetcher {
                 url: url.to_string(),
             })?
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 /// `max-age=N` from a Cache-Control value; `no-cache`/`no-store` count as 0.

@@ -321,10 +321,7 @@ impl Jwks {
     }
 }
 
-fn epoch_millis(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+use crate::clock::unix_millis as epoch_millis;
 
 /// `jwks_uri` from a discovery document whose `issuer` must equal ours.
 fn jwks_uri_from_discovery(body: &[u8], issuer: &str) -> Result<Url, JwksError> {

@@ -9,7 +9,6 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -151,14 +150,6 @@ pub(crate) fn decode_json(part: &str) -> Result<Map<String, Value>, AuthFailure>
     serde_json::from_slice(&bytes).map_err(|_| AuthFailure::Malformed)
 }
 
-/// Seconds since the epoch.
-pub fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_secs()
-}
-
 /// A NumericDate claim: absent is `Ok(None)`, a non-number is malformed.
 fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<u64>, AuthFailure> {
     match claims.get(name) {
@@ -262,7 +253,7 @@ pub struct Verifier {
 }
 
 /// A successful verification.
-pub struct Verified {
+pub struct Verification {
     /// Who the token speaks for.
     pub identity: Arc<Identity>,
     /// The id of the provider that issued it.
@@ -295,7 +286,7 @@ impl Verifier {
         token: &str,
         allowed: Option<&[usize]>,
         now: u64,
-    ) -> Result<Verified, AuthFailure> {
+    ) -> Result<Verification, AuthFailure> {
         let parts = parse(token)?;
         // The provider is chosen by `iss` before any key is looked up.
         let iss = parts.claims.get("iss").and_then(Value::as_str);
@@ -318,7 +309,7 @@ impl Verifier {
         check_audience(&parts.claims, &provider.config.audiences)?;
         check_email_verified(&parts.claims, &provider.config)?;
         let identity = Identity::from_claims(&provider.config, parts.claims);
-        Ok(Verified {
+        Ok(Verification {
             identity: Arc::new(identity),
             provider: provider.id,
             window,

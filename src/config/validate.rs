@@ -281,7 +281,7 @@ fn compile(raw: RawConfig, p: &mut Problems) -> Config {
     let protected_headers = forwarding
         .identity_header_names()
         .chain(binding.header.as_ref())
-        .chain(std::iter::once(&crate::proxy::headers::X_WSO2_ORGANIZATION))
+        .chain(std::iter::once(&crate::headers::X_WSO2_ORGANIZATION))
         .cloned()
         .collect();
     Config {
@@ -1084,7 +1084,7 @@ const FORWARDED_CONNECTION: [&str; 11] = [
 /// Why a header the gateway sets from verified claims cannot be `folded`
 /// (lower case, `_` read as `-`).
 fn unfit_header(folded: &str, sets: Sets) -> Option<&'static str> {
-    use crate::proxy::headers::{is_hop_by_hop, is_spoofable};
+    use crate::headers::{is_hop_by_hop, is_spoofable};
     let hop_by_hop = HeaderName::from_bytes(folded.as_bytes()).is_ok_and(|h| is_hop_by_hop(&h));
     let proxy_header = FORWARDED_CONNECTION.contains(&folded)
         || (is_spoofable(folded) && !folded.starts_with("x-forwarded-"));

@@ -14,7 +14,7 @@ pub mod run;
 
 use std::future::Future;
 use std::io;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
@@ -61,10 +61,4 @@ pub(crate) fn json_response(status: StatusCode, body: &serde_json::Value) -> Res
     resp
 }
 
-/// Seconds since the Unix epoch; a clock set before 1970 reads as 0 rather
-/// than failing, since the demo tools only need a plausible `iat`.
-pub(crate) fn unix_seconds(at: SystemTime) -> u64 {
-    at.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
-}
+pub(crate) use crate::clock::unix_secs as unix_seconds;

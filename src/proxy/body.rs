@@ -14,7 +14,7 @@ use hyper::body::{Body, Frame, SizeHint};
 use prometheus::IntCounter;
 use tokio::time::{Instant, Sleep};
 
-use super::headers;
+use crate::headers;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

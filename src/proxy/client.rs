@@ -16,7 +16,7 @@ use super::body::{BodyTimeout, BodyTooLarge};
 use super::pool::{Pool, PoolError};
 
 use crate::config::{UpstreamConfig, UpstreamProtocol};
-use crate::error::UpstreamFailure;
+use crate::error::{Chain, UpstreamFailure};
 use crate::tls::{TlsError, https_connector};
 
 pub use super::pool::UpstreamBody;
@@ -247,21 +247,6 @@ fn causes<'a>(
     e: &'a (dyn std::error::Error + 'static),
 ) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
     std::iter::successors(Some(e), |c| c.source())
-}
-
-/// Displays an error with its causes, `outer: inner: root`, so the log line
-/// for a 502 says why (refused, reset, unknown certificate authority).
-struct Chain<'a>(&'a (dyn std::error::Error + 'static));
-
-impl std::fmt::Display for Chain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut sep = "";
-        for c in causes(self.0) {
-            write!(f, "{sep}{c}")?;
-            sep = ": ";
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]

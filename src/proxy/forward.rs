@@ -1,55 +1,48 @@
-//! The forwarding service: what the sidecar does with a request that the
-//! [`AuthLayer`](crate::layer::AuthLayer) let through. It acts on the
-//! [`Verified`] decision (upstream, path, header rewrite) and does the I/O:
-//! the body limit, the upstream exchange, upgrades.
+//! Forwarding: what the sidecar does with a request the decision let
+//! through. It acts on the [`Forward`] plan (upstream, path, header
+//! rewrite, what is carried past the hop) and does the I/O: the upstream
+//! exchange, the body's limits, upgrades.
 
-use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::task::{Context, Poll};
+use std::time::Duration;
 
-use http::header;
-use http::{Request, Response, StatusCode};
+use http::{Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
+use prometheus::IntCounter;
 
 use super::body::{BodyRules, CountedBody};
 use super::client::ResponseBody;
-use super::headers::{self, Carried, RequestId, X_REQUEST_ID};
 use super::upgrade::{ConnectionHold, Tunnels};
 use crate::config::Limits;
+use crate::decision::Forward;
 use crate::error::{GateError, UpstreamFailure};
-use crate::layer::Verified;
+use crate::headers::{self, X_REQUEST_ID};
 use crate::metrics::Metrics;
+use crate::request_id::RequestId;
 
-/// Where the forwarder counts the request body's bytes (the access line's
-/// `bytes_in`), if the caller wants them.
-#[derive(Debug, Clone)]
-pub struct BytesIn(pub Arc<AtomicU64>);
-
-/// What the forwarder did: in the extensions of each of its responses.
-#[derive(Debug, Clone, Default)]
-pub struct Forwarded {
-    /// The upstream's name.
-    pub upstream: Option<String>,
-    /// Why no upstream response was relayed, if so.
-    pub error: Option<GateError>,
-}
-
-/// Sends verified requests upstream.
-#[derive(Clone)]
+/// Sends requests upstream.
 pub struct Forwarder {
     metrics: Arc<Metrics>,
     tunnels: Arc<Tunnels>,
-    request_body_timeouts: prometheus::IntCounter,
+    request_body_timeouts: IntCounter,
     /// `limits.requestBodyTimeoutMs` and `limits.tunnelIdleTimeoutMs`, as
     /// at the start (limits take effect at the next start, as the
     /// listener's do).
-    request_body_timeout: std::time::Duration,
-    tunnel_idle_timeout: std::time::Duration,
+    request_body_timeout: Duration,
+    tunnel_idle_timeout: Duration,
+}
+
+/// What the forwarder is told of a request besides its plan.
+pub struct Exchange<'a> {
+    /// The request id.
+    pub request_id: &'a RequestId,
+    /// The matched route's name.
+    pub route: &'a str,
+    /// Where the request body's bytes are counted.
+    pub bytes_in: Arc<AtomicU64>,
 }
 
 impl Forwarder {
@@ -66,37 +59,22 @@ impl Forwarder {
         }
     }
 
-    async fn forward(
+    /// Sends `req` upstream as `plan` says, and relays the response.
+    pub async fn forward(
         &self,
-        mut req: Request<Incoming>,
-        done: &mut Forwarded,
+        req: Request<Incoming>,
+        plan: Forward,
+        exchange: Exchange<'_>,
     ) -> Result<Response<ResponseBody>, GateError> {
-        // Only the layer calls this, and only with its verdict attached.
-        let verified = req
-            .extensions_mut()
-            .remove::<Verified>()
-            .ok_or(GateError::NoRoute)?;
-        let bytes_in = req
-            .extensions_mut()
-            .remove::<BytesIn>()
-            .map_or_else(|| Arc::new(AtomicU64::new(0)), |b| b.0);
-        let snapshot = &verified.snapshot;
-        let forward = &verified.forward;
-        let upstream = snapshot
-            .upstreams
-            .get(forward.upstream)
-            .ok_or(GateError::NoRoute)?;
-        done.upstream = Some(upstream.config.name.clone());
-
+        let upstream = plan.upstream;
         let uri = upstream
-            .uri(&forward.path, forward.query.as_deref())
+            .uri(&plan.path, plan.query.as_deref())
             .map_err(|_| GateError::BadRequest("the request target cannot be forwarded"))?;
         let (mut parts, body) = req.into_parts();
         parts.uri = uri;
         parts.version = upstream.version();
-        // Upgrades are HTTP/1.1's; an HTTP/2 upstream would need extended CONNECT.
-        let carried = Carried::read(&parts.headers, !upstream.config.protocol.is_http2());
-        let client_upgrade = carried
+        let client_upgrade = plan
+            .carried
             .upgrade()
             .cloned()
             .zip(parts.extensions.remove::<OnUpgrade>())
@@ -105,12 +83,10 @@ impl Forwarder {
                 upgrade,
                 hold: parts.extensions.remove::<ConnectionHold>(),
             });
-        // The layer applied the rewrite; what is left is this hop's.
-        verified
-            .forward
-            .rewrite
-            .strip_hop_by_hop(&mut parts.headers);
-        carried.restore(&mut parts.headers);
+        // Trailers are filtered as the headers are.
+        let protected = plan.rewrite.protected.clone();
+        plan.rewrite.apply_for_next_hop(&mut parts.headers);
+        plan.carried.restore(&mut parts.headers);
         if upstream.config.protocol.is_http2() {
             // `:authority` names the upstream; a `Host` beside it that differs
             // makes the request malformed (RFC 9113 §8.3.1). The client's host
@@ -118,17 +94,13 @@ impl Forwarder {
             parts.headers.remove(header::HOST);
         }
 
-        let limit = snapshot.config.limits.max_request_body_bytes;
-        if limit.is_some_and(|l| content_length(&parts.headers).is_some_and(|n| n > l)) {
-            return Err(GateError::Upstream(UpstreamFailure::BodyTooLarge));
-        }
-        let limits = BodyRules {
-            protected: snapshot.config.protected_headers.clone(),
-            max_bytes: limit,
+        let rules = BodyRules {
+            protected,
+            max_bytes: plan.max_body_bytes,
             idle_timeout: self.request_body_timeout,
             timeouts: self.request_body_timeouts.clone(),
         };
-        let body = CountedBody::new(body, bytes_in, limits);
+        let body = CountedBody::new(body, exchange.bytes_in.clone(), rules);
         let name = upstream.config.name.as_str();
         let resp = match upstream.send(Request::from_parts(parts, body)).await {
             Ok(resp) => resp,
@@ -149,13 +121,13 @@ impl Forwarder {
             .with_label_values(&[name, resp.status().as_str()])
             .inc();
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-            return self.switch_protocols(resp, client_upgrade, &verified);
+            return self.switch_protocols(resp, client_upgrade, &exchange);
         }
         let (mut parts, body) = resp.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers);
         parts
             .headers
-            .insert(X_REQUEST_ID, verified.request_id.header_value());
+            .insert(X_REQUEST_ID, exchange.request_id.header_value());
         Ok(Response::from_parts(parts, body))
     }
 
@@ -167,21 +139,21 @@ impl Forwarder {
         &self,
         mut resp: Response<ResponseBody>,
         client: Option<ClientUpgrade>,
-        verified: &Verified,
+        exchange: &Exchange<'_>,
     ) -> Result<Response<ResponseBody>, GateError> {
         let protocol = resp.headers().get(header::UPGRADE).cloned();
         let (Some(client), Some(protocol)) = (client, protocol) else {
             tracing::warn!(
-                request_id = %verified.request_id,
-                route = %verified.route,
+                request_id = %exchange.request_id,
+                route = exchange.route,
                 "the upstream switched protocols without an upgrade to switch to"
             );
             return Err(GateError::Upstream(UpstreamFailure::Reset));
         };
         if !headers::offers(&client.protocols, &protocol) {
             tracing::warn!(
-                request_id = %verified.request_id,
-                route = %verified.route,
+                request_id = %exchange.request_id,
+                route = exchange.route,
                 "the upstream switched to a protocol the client did not ask for"
             );
             return Err(GateError::Upstream(UpstreamFailure::Reset));
@@ -192,7 +164,7 @@ impl Forwarder {
         headers::set_upgrade(&mut parts.headers, protocol);
         parts
             .headers
-            .insert(X_REQUEST_ID, verified.request_id.header_value());
+            .insert(X_REQUEST_ID, exchange.request_id.header_value());
         // The (empty) body holds the upstream's connection slot, and the
         // hold the client's: a tunnel keeps both connections, so it keeps
         // their slots.
@@ -201,11 +173,11 @@ impl Forwarder {
             upstream,
             (body, client.hold),
             self.tunnel_idle_timeout,
-            verified.request_id.clone(),
+            exchange.request_id.clone(),
         );
         self.metrics
             .upgrades
-            .with_label_values(&[&*verified.route])
+            .with_label_values(&[exchange.route])
             .inc();
         let empty = http_body_util::Empty::new().map_err(|never| match never {});
         Ok(Response::from_parts(parts, empty.boxed()))
@@ -220,48 +192,4 @@ struct ClientUpgrade {
     upgrade: OnUpgrade,
     /// Its connection's slots, if the server gave them.
     hold: Option<ConnectionHold>,
-}
-
-impl tower::Service<Request<Incoming>> for Forwarder {
-    type Response = Response<ResponseBody>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move {
-            let mut done = Forwarded::default();
-            let request_id = req
-                .extensions()
-                .get::<Verified>()
-                .map(|v| v.request_id.clone())
-                .unwrap_or_else(RequestId::fresh);
-            let mut resp = match this.forward(req, &mut done).await {
-                Ok(resp) => resp,
-                Err(e) => {
-                    let resp = e
-                        .to_response(request_id.as_str())
-                        .map(|b| b.map_err(|never| match never {}).boxed());
-                    done.error = Some(e);
-                    resp
-                }
-            };
-            resp.extensions_mut().insert(done);
-            Ok(resp)
-        })
-    }
-}
-
-/// A declared `Content-Length`, if there is one and it is a number.
-fn content_length(h: &http::HeaderMap) -> Option<u64> {
-    h.get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
 }

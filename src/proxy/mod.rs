@@ -3,7 +3,6 @@
 pub mod body;
 pub mod client;
 pub mod forward;
-pub mod headers;
 pub mod pool;
 pub mod upgrade;
 

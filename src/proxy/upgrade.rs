@@ -19,7 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::headers::RequestId;
+use crate::request_id::RequestId;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

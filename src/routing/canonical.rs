@@ -202,6 +202,12 @@ fn percent_decode(bytes: &[u8]) -> impl Iterator<Item = u8> + '_ {
     })
 }
 
+impl From<PathRefusal> for crate::error::GateError {
+    fn from(why: PathRefusal) -> Self {
+        crate::error::GateError::BadRequest(why.description())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,7 +23,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::Limits;
 use crate::proxy::upgrade::ConnectionHold;
-use crate::reload::TlsSwap;
+use crate::tls::TlsSwap;
 
 mod activity;
 mod deadline;

@@ -13,10 +13,15 @@ use http::{HeaderMap, HeaderValue, Method, Uri, header};
 
 use crate::auth::claims::check_binding;
 use crate::auth::{Identity, authorize, token};
-use crate::error::GateError;
-use crate::proxy::headers::{RequestId, Rewrite, Seen};
+use crate::error::{GateError, UpstreamFailure};
+use crate::headers::Carried;
+use crate::proxy::Upstream;
+use crate::request_id::RequestId;
 use crate::routing::{self, Access, Route};
 use crate::snapshot::Snapshot;
+
+mod rewrite;
+pub use rewrite::{Rewrite, Seen};
 
 /// What is known of a request when it is decided on: its head and its
 /// connection.
@@ -35,6 +40,8 @@ pub struct RequestFacts<'a> {
     pub request_id: &'a RequestId,
     /// Seconds since the epoch, for the token's times.
     pub now: u64,
+    /// Whether the gateway is shutting down (new requests are refused).
+    pub draining: bool,
 }
 
 /// The decision, with what was learned on the way (for metrics, logs and
@@ -51,10 +58,10 @@ pub struct Decision<'s> {
 }
 
 /// Where and how a request goes upstream.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Forward {
-    /// Index into the snapshot's upstreams.
-    pub upstream: usize,
+    /// The upstream.
+    pub upstream: Arc<Upstream>,
     /// The path sent upstream (canonical, less a stripped prefix), without
     /// the upstream's base path.
     pub path: String,
@@ -62,6 +69,11 @@ pub struct Forward {
     pub query: Option<String>,
     /// What happens to the headers.
     pub rewrite: Rewrite,
+    /// The hop-by-hop headers that go on all the same: `TE: trailers`, and
+    /// an upgrade the upstream can take.
+    pub carried: Carried,
+    /// `limits.maxRequestBodyBytes`, for a body that streams past it.
+    pub max_body_bytes: Option<u64>,
 }
 
 /// Decides on one request against `snapshot`.
@@ -82,6 +94,9 @@ async fn walk<'s>(
     decision: &mut Decision<'s>,
 ) -> Result<Forward, GateError> {
     let config = &snapshot.config;
+    if req.draining {
+        return Err(GateError::Draining);
+    }
     // One canonical path, matched and forwarded alike.
     let path = routing::canonicalize(req.uri.path())?;
     if req.headers.get_all(header::AUTHORIZATION).iter().count() > 1 {
@@ -137,7 +152,20 @@ async fn walk<'s>(
 
     // Choose the upstream.
     let organization = identity.as_ref().and_then(|i| i.organization.as_deref());
-    let upstream = route.upstream_for(organization);
+    let upstream = snapshot
+        .upstreams
+        .get(route.upstream_for(organization))
+        .ok_or(GateError::NoRoute)?
+        .clone();
+
+    // A body declared larger than the limit is refused before anything is
+    // sent; one that streams past it is ended by the forwarder.
+    let max_body_bytes = config.limits.max_request_body_bytes;
+    if max_body_bytes.is_some_and(|l| content_length(req.headers).is_some_and(|n| n > l)) {
+        return Err(GateError::Upstream(UpstreamFailure::BodyTooLarge));
+    }
+    // Upgrades are HTTP/1.1's; an HTTP/2 upstream would need extended CONNECT.
+    let carried = Carried::read(req.headers, !upstream.config.protocol.is_http2());
 
     // Rewrite: only the verified token goes on, and only as `Authorization`.
     let forwarded_token = credential
@@ -148,10 +176,7 @@ async fn walk<'s>(
         client: req.client,
         proto: if req.tls { "https" } else { "http" },
         host: host.as_ref(),
-        upstream_host: snapshot
-            .upstreams
-            .get(upstream)
-            .and_then(|u| u.config.host.as_ref()),
+        upstream_host: upstream.config.host.as_ref(),
         request_id: req.request_id,
     };
     let mut rewrite = Rewrite::new(config, identity.as_deref(), forwarded_token, &seen);
@@ -167,7 +192,19 @@ async fn walk<'s>(
         path: route.upstream_path(&path).to_string(),
         query,
         rewrite,
+        carried,
+        max_body_bytes,
     })
+}
+
+/// A declared `Content-Length`, if there is one and it is a number.
+fn content_length(h: &HeaderMap) -> Option<u64> {
+    h.get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// The request's host, read the same way over HTTP/1.1 and HTTP/2: the
