@@ -20,7 +20,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use idp_gate::auth::fetch::Fetcher;
 use idp_gate::auth::jwks::Jwks;
-use idp_gate::auth::policy::{Allow, Organizations};
+use idp_gate::routing::policy::{Allow, Organizations};
 use idp_gate::auth::{Provider, Verifier, authorize};
 use idp_gate::config::{ClaimRef, Config};
 use idp_gate::metrics::Metrics;

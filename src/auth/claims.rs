@@ -6,9 +6,9 @@ use std::collections::HashMap;
 use http::HeaderValue;
 use serde_json::{Map, Value};
 
-use super::policy::{Allow, ClaimRef, Organizations};
 use crate::config::{OrganizationBinding, ProviderConfig};
 use crate::error::AuthFailure;
+use crate::routing::policy::{Allow, ClaimRef, Organizations};
 
 /// Who a verified token speaks for.
 #[derive(Debug, Clone)]

@@ -6,7 +6,6 @@ pub mod claims;
 pub mod fetch;
 pub mod jwks;
 pub mod keys;
-pub mod policy;
 pub mod token;
 pub mod verify;
 

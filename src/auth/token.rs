@@ -19,22 +19,7 @@ use std::ops::Range;
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 
 use crate::error::{AuthFailure, GateError};
-
-/// One place a token may be found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TokenSource {
-    /// A header, with an optional scheme (compared case-insensitively).
-    Header {
-        /// Header name.
-        name: HeaderName,
-        /// e.g. `Bearer`.
-        scheme: Option<String>,
-    },
-    /// A query parameter.
-    Query(String),
-    /// A cookie.
-    Cookie(String),
-}
+pub use crate::routing::policy::TokenSource;
 
 /// The one credential a request carries, and where it was found.
 #[derive(Debug, Clone, PartialEq, Eq)]

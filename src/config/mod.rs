@@ -18,9 +18,9 @@ use http::HeaderName;
 use jsonwebtoken::Algorithm;
 use url::Url;
 
-pub use crate::auth::policy::ClaimRef;
-pub use crate::auth::token::TokenSource;
 use crate::routing::Route;
+pub use crate::routing::policy::ClaimRef;
+pub use crate::routing::policy::TokenSource;
 use crate::secret::Secret;
 
 pub use expand::expand_str;

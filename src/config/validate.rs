@@ -15,8 +15,8 @@ use super::{
     ClaimRef, Config, Forwarding, JwksSource, Limits, OrganizationBinding, Problem, ProviderConfig,
     TlsFiles, TokenSource, UpstreamConfig, UpstreamProtocol, expand, is_secure_or_loopback,
 };
-use crate::auth::policy::{Allow, ClaimRule, Organizations};
 use crate::ratelimit::RateLimit;
+use crate::routing::policy::{Allow, ClaimRule, Organizations};
 use crate::routing::{Access, PathMatch, Route, canonicalize};
 
 /// Collects problems; a path that already has one gets no second, so a

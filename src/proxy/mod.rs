@@ -1,8 +1,8 @@
-//! Forwarding: header rewriting and the pooled upstream clients.
+//! Talking to upstreams: the pooled clients with their timeouts, the
+//! request body on its way, and upgraded connections.
 
 pub mod body;
 pub mod client;
-pub mod forward;
 pub mod pool;
 pub mod upgrade;
 

@@ -2,15 +2,15 @@
 
 pub mod canonical;
 pub mod index;
+pub mod policy;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use http::Method;
 
-use crate::auth::policy::Allow;
-use crate::auth::token::TokenSource;
 use crate::ratelimit::RateLimit;
+use policy::{Allow, TokenSource};
 
 pub use canonical::{CanonicalPath, PathRefusal, canonicalize};
 pub use index::RouteIndex;

@@ -21,9 +21,11 @@ use crate::decision::{Decision, RequestFacts, decide};
 use crate::error::GateError;
 use crate::metrics::{Metrics, method_label};
 use crate::proxy::Tunnels;
-use crate::proxy::forward::{Exchange, Forwarder};
+mod forward;
+
 use crate::request_id::RequestId;
 use crate::snapshot::Snapshot;
+use forward::{Exchange, Forwarder};
 
 /// The response body the gateway returns.
 pub type Body = BoxBody<Bytes, hyper::Error>;

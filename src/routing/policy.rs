@@ -4,6 +4,8 @@
 
 use std::collections::HashSet;
 
+use http::HeaderName;
+
 /// Which organizations a protected route takes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum Organizations {
@@ -105,4 +107,20 @@ mod tests {
         assert!(!tier.matches(Some(&json!(4))));
         assert_eq!(tier.claim, ClaimRef::Pointer("/app_metadata/tier".into()));
     }
+}
+
+/// One place a token may be found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    /// A header, with an optional scheme (compared case-insensitively).
+    Header {
+        /// Header name.
+        name: HeaderName,
+        /// e.g. `Bearer`.
+        scheme: Option<String>,
+    },
+    /// A query parameter.
+    Query(String),
+    /// A cookie.
+    Cookie(String),
 }

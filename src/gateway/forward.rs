@@ -13,14 +13,14 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use prometheus::IntCounter;
 
-use super::body::{BodyRules, CountedBody};
-use super::client::ResponseBody;
-use super::upgrade::{ConnectionHold, Tunnels};
 use crate::config::Limits;
 use crate::decision::Forward;
 use crate::error::{GateError, UpstreamFailure};
 use crate::headers::{self, X_REQUEST_ID};
 use crate::metrics::Metrics;
+use crate::proxy::body::{BodyRules, CountedBody};
+use crate::proxy::client::ResponseBody;
+use crate::proxy::upgrade::{ConnectionHold, Tunnels};
 use crate::request_id::RequestId;
 
 /// Sends requests upstream.
