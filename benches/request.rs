@@ -13,12 +13,12 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderValue, Method, Request};
-use idp_gate::auth::Identity;
-use idp_gate::decision::{RequestFacts, decide};
-use idp_gate::decision::{Rewrite, Seen};
-use idp_gate::proxy::Upstream;
-use idp_gate::request_id::RequestId;
-use idp_gate::routing::{self, canonicalize};
+use idp_gate::internals::auth::Identity;
+use idp_gate::internals::decision::{RequestFacts, decide};
+use idp_gate::internals::decision::{Rewrite, Seen};
+use idp_gate::internals::proxy::Upstream;
+use idp_gate::internals::request_id::RequestId;
+use idp_gate::internals::routing::{self, canonicalize};
 
 use common::{Keys, now, ready};
 
@@ -155,8 +155,8 @@ fn decision(c: &mut Criterion) {
 /// The per-organization rate limiter's cost per request: one organization
 /// hot, and one among 100,000 tracked ones.
 fn rate_limit(c: &mut Criterion) {
-    use idp_gate::metrics::Metrics;
-    use idp_gate::ratelimit::{RateLimit, RateLimits};
+    use idp_gate::internals::metrics::Metrics;
+    use idp_gate::internals::ratelimit::{RateLimit, RateLimits};
     let metrics = Metrics::new(false).unwrap();
     // A rate no benchmark reaches: every check passes, as most do.
     let limit = RateLimit::parse("1000000000/s").unwrap();

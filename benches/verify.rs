@@ -15,8 +15,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use criterion::measurement::WallTime;
 use criterion::{BatchSize, BenchmarkGroup, Criterion, criterion_group, criterion_main};
-use idp_gate::auth::cache::TokenCache;
-use idp_gate::auth::{CachingVerifier, Verifier};
+use idp_gate::internals::auth::cache::TokenCache;
+use idp_gate::internals::auth::{CachingVerifier, Verifier};
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, DecodingKey};
 

@@ -504,7 +504,7 @@ fn explain_main(
         Ok(r) => r,
         Err(code) => return code,
     };
-    idp_gate::tls::install_crypto_provider();
+    idp_gate::install_crypto_provider();
     let request = idp_gate::explain::ExplainRequest {
         token,
         method,

@@ -9,11 +9,11 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use http::{HeaderMap, HeaderName, HeaderValue, header};
-use idp_gate::auth::token::extract;
 use idp_gate::config::Config;
-use idp_gate::decision::{Rewrite, Seen};
 use idp_gate::error::{AuthFailure, GateError};
-use idp_gate::request_id::RequestId;
+use idp_gate::internals::auth::token::extract;
+use idp_gate::internals::decision::{Rewrite, Seen};
+use idp_gate::internals::request_id::RequestId;
 use proptest::prelude::*;
 
 fn config(forward_authorization: bool) -> Config {

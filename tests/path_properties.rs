@@ -7,7 +7,7 @@ use std::path::Path;
 
 use http::Method;
 use idp_gate::config::Config;
-use idp_gate::routing::{self, Route, canonicalize};
+use idp_gate::internals::routing::{self, Route, canonicalize};
 use proptest::prelude::*;
 
 const ROUTES: &str = r#"

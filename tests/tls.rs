@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 
 #[tokio::test]
 async fn terminates_tls_and_forwards_as_https() {
-    idp_gate::tls::install_crypto_provider();
+    idp_gate::internals::tls::install_crypto_provider();
     let dir = std::env::temp_dir().join(format!("idp-gate-tls-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
@@ -37,7 +37,7 @@ async fn terminates_tls_and_forwards_as_https() {
     let running = idp_gate::app::start(config).await.unwrap();
     let port = running.proxy_addr.port();
 
-    let tls = idp_gate::tls::client_config(Some(&cert_file)).unwrap();
+    let tls = idp_gate::internals::tls::client_config(Some(&cert_file)).unwrap();
     // Only HTTP/1.1 offered by ALPN: served as HTTP/1.1.
     let http1_only = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls.clone())

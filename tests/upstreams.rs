@@ -298,7 +298,7 @@ fn tls_material(tag: &str) -> (PathBuf, PathBuf, tokio_rustls::TlsAcceptor) {
 /// [`tls_material`] with an acceptor offering only `alpn`.
 fn tls_material_for(tag: &str, alpn: &[u8]) -> (PathBuf, PathBuf, tokio_rustls::TlsAcceptor) {
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-    idp_gate::tls::install_crypto_provider();
+    idp_gate::internals::tls::install_crypto_provider();
     let dir = std::env::temp_dir().join(format!(
         "idp-gate-{tag}-{}-{}",
         std::process::id(),

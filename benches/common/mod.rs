@@ -10,11 +10,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use idp_gate::auth::cache::TokenCache;
 use idp_gate::config::Config;
 use idp_gate::demo::keys::SigningKey;
-use idp_gate::metrics::Metrics;
-use idp_gate::snapshot::Snapshot;
+use idp_gate::internals::auth::cache::TokenCache;
+use idp_gate::internals::metrics::Metrics;
+use idp_gate::internals::snapshot::Snapshot;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 

@@ -4,7 +4,7 @@
 
 #![no_main]
 
-use idp_gate::auth::keys::KeySet;
+use idp_gate::internals::auth::keys::KeySet;
 use jsonwebtoken::AlgorithmFamily;
 use libfuzzer_sys::fuzz_target;
 

@@ -12,7 +12,7 @@ use std::sync::LazyLock;
 
 use http::Method;
 use idp_gate::config::Config;
-use idp_gate::routing::{self, Route, canonical};
+use idp_gate::internals::routing::{self, Route, canonical};
 use libfuzzer_sys::fuzz_target;
 
 const CONFIG: &str = r#"

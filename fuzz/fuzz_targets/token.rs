@@ -18,12 +18,12 @@ use std::sync::{Arc, LazyLock};
 use aws_lc_rs::hmac;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use idp_gate::auth::fetch::Fetcher;
-use idp_gate::auth::jwks::Jwks;
-use idp_gate::routing::policy::{Allow, Organizations};
-use idp_gate::auth::{Provider, Verifier, authorize};
+use idp_gate::internals::auth::fetch::Fetcher;
+use idp_gate::internals::auth::jwks::Jwks;
+use idp_gate::internals::routing::policy::{Allow, Organizations};
+use idp_gate::internals::auth::{Provider, Verifier, authorize};
 use idp_gate::config::{ClaimRef, Config};
-use idp_gate::metrics::Metrics;
+use idp_gate::internals::metrics::Metrics;
 use libfuzzer_sys::fuzz_target;
 
 /// The demo IdP's published keys, also the `jwks` target's seed.
@@ -77,7 +77,7 @@ routes:
 }
 
 fn harness() -> Harness {
-    idp_gate::tls::install_crypto_provider();
+    idp_gate::internals::tls::install_crypto_provider();
     // The JWKS reaches the provider the way a cold start reads it: from
     // its cache file, so nothing is fetched before the first unknown `kid`.
     let cache: PathBuf =

@@ -30,7 +30,18 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// own task, which would otherwise free the slots while the tunnel lives
 /// on.
 #[derive(Clone)]
-pub struct ConnectionHold(pub Arc<dyn Any + Send + Sync>);
+pub struct ConnectionHold {
+    _slots: Arc<dyn Any + Send + Sync>,
+}
+
+impl ConnectionHold {
+    /// Holds `slots` until the connection and any tunnel it became close.
+    pub fn new(slots: impl Any + Send + Sync) -> ConnectionHold {
+        ConnectionHold {
+            _slots: Arc::new(slots),
+        }
+    }
+}
 
 /// The open tunnels, and the one signal that ends them all.
 ///

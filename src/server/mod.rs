@@ -132,7 +132,7 @@ pub async fn serve<H, F, B>(
         let _ = stream.set_nodelay(true);
         // The slots go when the connection's task ends and any tunnel it
         // became has closed.
-        let hold = ConnectionHold(Arc::new((client, permit)));
+        let hold = ConnectionHold::new((client, permit));
         let conn = Connection {
             peer,
             builders: builders.clone(),

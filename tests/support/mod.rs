@@ -411,7 +411,7 @@ impl TestCa {
     /// as an acceptor offering HTTP/1.1.
     pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
         use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-        idp_gate::tls::install_crypto_provider();
+        idp_gate::internals::tls::install_crypto_provider();
         let params =
             rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
                 .unwrap();
