@@ -23,12 +23,7 @@ impl RequestId {
 
     /// A fresh id.
     pub fn fresh() -> RequestId {
-        let id = fresh_request_id();
-        match HeaderValue::from_maybe_shared(bytes::Bytes::from(id)) {
-            Ok(v) => RequestId(v),
-            // A fresh id is hex and dashes: always a valid value.
-            Err(_) => RequestId(HeaderValue::from_static("-")),
-        }
+        RequestId(fresh_request_id())
     }
 
     /// `id` if it is sane, else a fresh one.
@@ -67,35 +62,27 @@ fn is_sane(id: &[u8]) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
 
-/// A new request id, shaped like a UUID (36 characters): a random prefix
+/// A new request id, a UUID in its 36-character form: a random prefix
 /// drawn once per process, then a counter. Unique without asking the OS for
 /// randomness on every request, which is what `Uuid::new_v4` does; an id
 /// only has to correlate lines, not to be unguessable.
-fn fresh_request_id() -> String {
-    use std::fmt::Write as _;
+fn fresh_request_id() -> HeaderValue {
     use std::sync::OnceLock;
     use std::sync::atomic::{AtomicU64, Ordering};
     static PREFIX: OnceLock<u64> = OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let p = *PREFIX.get_or_init(|| {
+    let prefix = *PREFIX.get_or_init(|| {
         let mut bytes = [0u8; 8];
         // Without randomness the ids are still unique within the process.
         let _ = aws_lc_rs::rand::fill(&mut bytes);
         u64::from_le_bytes(bytes)
     });
-    let c = COUNTER.fetch_add(1, Ordering::Relaxed);
-    // Sized up front: `format!` would grow the string field by field.
-    let mut id = String::with_capacity(36);
-    let _ = write!(
-        id,
-        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
-        p >> 32,
-        (p >> 16) & 0xffff,
-        p & 0xffff,
-        (c >> 48) & 0xffff,
-        c & 0xffff_ffff_ffff
-    );
-    id
+    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let id = uuid::Uuid::from_u64_pair(prefix, count)
+        .hyphenated()
+        .encode_lower(&mut text);
+    HeaderValue::from_str(id).unwrap_or(HeaderValue::from_static("-"))
 }
 
 #[cfg(test)]
