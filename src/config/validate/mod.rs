@@ -1,7 +1,9 @@
 //! Raw config → compiled [`Config`], collecting every problem in one pass.
 //!
-//! Each section of the file has its own module; `compile` calls them in
-//! file order, so problems are reported in that order too.
+//! Each section of the file has its own module. `compile` calls them in
+//! one fixed order (listeners and TLS, providers, upstreams, routes,
+//! binding and forwarding, limits), after the problems of expansion and of
+//! the schema, so a file always reports its problems in the same order.
 
 mod forwarding;
 mod limits;
@@ -108,6 +110,7 @@ fn remove_at(value: &mut serde_yaml::Value, path: &serde_path_to_error::Path) ->
     }
 }
 
+/// The parsed file, checked section by section.
 fn compile(raw: RawConfig, p: &mut Problems) -> Config {
     let listen = socket_addr(&raw.listen, "listen", p);
     let admin_listen = socket_addr(&raw.admin.listen, "admin.listen", p);

@@ -1,17 +1,30 @@
 //! `routes`: what each route matches, who may use it, where it forwards
 //! and how fast; and the top-level `rateLimit` it falls back on.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use http::Method;
 
 use super::Problems;
 use super::values::positive;
-use crate::config::raw::{OneOrMany, RawRateLimit, RawRoute};
+use crate::config::raw::{OneOrMany, RawAllow, RawMatch, RawRateLimit, RawRoute};
 use crate::config::{ClaimRef, ProviderConfig, TokenSource};
 use crate::ratelimit::RateLimit;
 use crate::routing::policy::{Allow, ClaimRule, Organizations};
 use crate::routing::{Access, PathMatch, Route, canonicalize};
+
+/// What a route may refer to: the upstreams and identity providers the
+/// rest of the file defines.
+struct Defined<'a> {
+    /// Upstream name → index.
+    upstreams: &'a HashMap<String, usize>,
+    /// Provider name → index.
+    provider_index: HashMap<&'a str, usize>,
+    /// The providers, in order.
+    providers: &'a [ProviderConfig],
+    /// Whether `idp` or `idps` is present at all.
+    idp_configured: bool,
+}
 
 /// The routes in file order. Protected routes without a `rateLimit` of
 /// their own take `default_rate_limit` (the top-level one).
@@ -23,11 +36,16 @@ pub(super) fn routes(
     idp_configured: bool,
     p: &mut Problems,
 ) -> Vec<Route> {
-    let provider_index: HashMap<&str, usize> = providers
-        .iter()
-        .enumerate()
-        .map(|(i, pr)| (pr.name.as_str(), i))
-        .collect();
+    let defined = Defined {
+        upstreams: upstream_index,
+        provider_index: providers
+            .iter()
+            .enumerate()
+            .map(|(i, pr)| (pr.name.as_str(), i))
+            .collect(),
+        providers,
+        idp_configured,
+    };
     let default_rate_limit = default_rate_limit.and_then(|r| rate_limit(r, "rateLimit", p));
 
     if raw.is_empty() {
@@ -45,15 +63,7 @@ pub(super) fn routes(
                     format!("duplicate route name {:?}", r.name),
                 );
             }
-            route(
-                r,
-                &path,
-                upstream_index,
-                &provider_index,
-                providers,
-                idp_configured,
-                p,
-            )
+            route(r, &path, &defined, p)
         })
         .collect();
     // The default is for protected routes only: a public route has no
@@ -66,187 +76,31 @@ pub(super) fn routes(
     routes
 }
 
-fn route(
-    r: RawRoute,
-    path: &str,
-    upstreams: &HashMap<String, usize>,
-    provider_index: &HashMap<&str, usize>,
-    provider_configs: &[ProviderConfig],
-    idp_configured: bool,
-    p: &mut Problems,
-) -> Option<Route> {
+/// One route: its matcher, its upstreams, then who may use it.
+fn route(r: RawRoute, path: &str, defined: &Defined, p: &mut Problems) -> Option<Route> {
     if r.name.is_empty() {
         p.add(format!("{path}.name"), "must not be empty");
     }
     let m = &r.matcher;
-    let path_match = match (&m.path, &m.path_prefix) {
-        (Some(exact), None) => {
-            route_path(exact, &format!("{path}.match.path"), p).map(PathMatch::Exact)
-        }
-        (None, Some(prefix)) => route_path(prefix, &format!("{path}.match.pathPrefix"), p)
-            .map(|c| PathMatch::Prefix(c.trim_end_matches('/').to_string())),
-        (Some(_), Some(_)) => {
-            p.add(
-                format!("{path}.match"),
-                "give `path` or `pathPrefix`, not both",
-            );
-            None
-        }
-        (None, None) => {
-            p.add(format!("{path}.match"), "needs `path` or `pathPrefix`");
-            None
-        }
-    };
-    let methods = m.methods.as_ref().map(|ms| {
-        ms.iter()
-            .enumerate()
-            .filter_map(|(i, s)| {
-                let upper = s.to_ascii_uppercase();
-                match Method::from_bytes(upper.as_bytes()) {
-                    Ok(m) if !upper.is_empty() => Some(m),
-                    _ => {
-                        p.add(
-                            format!("{path}.match.methods[{i}]"),
-                            format!("invalid method {s:?}"),
-                        );
-                        None
-                    }
-                }
-            })
-            .collect::<Vec<_>>()
-    });
-    if methods.as_ref().is_some_and(|m| m.is_empty()) {
-        p.add(
-            format!("{path}.match.methods"),
-            "must not be empty (omit it for any method)",
-        );
-    }
-    let host = m.host.as_ref().map(|h| h.to_ascii_lowercase());
-    if host.as_ref().is_some_and(|h| h.is_empty()) {
-        p.add(
-            format!("{path}.match.host"),
-            "must not be empty (omit it for any host)",
-        );
-    }
+    let path_match = path_match(m, path, p);
+    let methods = methods(m.methods.as_deref(), path, p);
+    let host = host(m.host.as_deref(), path, p);
 
-    let upstream = upstream_ref(&r.upstream, &format!("{path}.upstream"), upstreams, p);
-    let mut organization_upstreams = HashMap::new();
-    for (org, name) in &r.organization_upstreams {
-        if let Some(i) = upstream_ref(
-            name,
-            &format!("{path}.organizationUpstreams.{org}"),
-            upstreams,
-            p,
-        ) {
-            organization_upstreams.insert(org.clone(), i);
-        }
-    }
+    let upstream = upstream_ref(
+        &r.upstream,
+        &format!("{path}.upstream"),
+        defined.upstreams,
+        p,
+    );
+    let organization_upstreams =
+        organization_upstreams(&r.organization_upstreams, path, defined.upstreams, p);
     if r.strip_prefix && !matches!(path_match, Some(PathMatch::Prefix(_))) {
         p.add(format!("{path}.stripPrefix"), "needs `match.pathPrefix`");
     }
 
     let access = match r.auth.as_deref().unwrap_or("jwt") {
-        "none" => {
-            for (set, key) in [
-                (r.allow.is_some(), "allow"),
-                (
-                    !r.organization_upstreams.is_empty(),
-                    "organizationUpstreams",
-                ),
-                (r.providers.is_some(), "providers"),
-            ] {
-                if set {
-                    p.add(
-                        format!("{path}.{key}"),
-                        "has no effect on a public route (`auth: none`): remove it or the `auth: none`",
-                    );
-                }
-            }
-            if r.rate_limit.is_some() {
-                p.add(
-                    format!("{path}.rateLimit"),
-                    "counts per organization, and a public route (`auth: none`) has none: remove it or the `auth: none`",
-                );
-            }
-            Access::Public
-        }
-        "jwt" => {
-            if !idp_configured {
-                p.add(
-                    format!("{path}.auth"),
-                    "a protected route needs an identity provider: configure `idp`",
-                );
-            }
-            let allow = r.allow.map(|a| {
-                // `"*"`: any organization, but the token must carry one
-                // (omitting the list is what allows none).
-                let organizations = match a.organizations {
-                    None => Organizations::Unrestricted,
-                    Some(orgs) if orgs.iter().any(|o| o == "*") => Organizations::AnyPresent,
-                    Some(orgs) => {
-                        if orgs.is_empty() {
-                            p.add(
-                                format!("{path}.allow.organizations"),
-                                "is empty, so nobody could pass; omit it or use \"*\" for any organization",
-                            );
-                        }
-                        Organizations::OneOf(orgs.into_iter().collect())
-                    }
-                };
-                for (i, s) in a.scopes.iter().enumerate() {
-                    if s.is_empty() || s.contains(' ') {
-                        p.add(
-                            format!("{path}.allow.scopes[{i}]"),
-                            "must be one non-empty scope without spaces",
-                        );
-                    }
-                }
-                let claims = a
-                    .claims
-                    .into_iter()
-                    .filter_map(|(name, values)| {
-                        claim_rule(&name, values, &format!("{path}.allow.claims.{name}"), p)
-                    })
-                    .collect();
-                Allow {
-                    organizations,
-                    scopes: a.scopes,
-                    claims,
-                }
-            });
-            let providers: Option<Vec<usize>> = r.providers.map(|names| {
-                names
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, n)| match provider_index.get(n.as_str()) {
-                        Some(ix) => Some(*ix),
-                        None => {
-                            p.add(
-                                format!("{path}.providers[{i}]"),
-                                format!("provider {n:?} is not defined in `idps`"),
-                            );
-                            None
-                        }
-                    })
-                    .collect()
-            });
-            let mut token_sources: Vec<TokenSource> = Vec::new();
-            for (i, pr) in provider_configs.iter().enumerate() {
-                if providers.as_ref().is_some_and(|a| !a.contains(&i)) {
-                    continue;
-                }
-                for s in &pr.token_sources {
-                    if !token_sources.contains(s) {
-                        token_sources.push(s.clone());
-                    }
-                }
-            }
-            Access::Jwt {
-                allow: allow.unwrap_or_default(),
-                providers,
-                token_sources,
-            }
-        }
+        "none" => public_access(&r, path, p),
+        "jwt" => protected_access(r.allow, r.providers, path, defined, p),
         other => {
             p.add(
                 format!("{path}.auth"),
@@ -272,6 +126,222 @@ fn route(
         allow_path_parameters: m.allow_path_parameters,
         rate_limit,
     })
+}
+
+/// `match.path` or `match.pathPrefix`, exactly one of them.
+fn path_match(m: &RawMatch, path: &str, p: &mut Problems) -> Option<PathMatch> {
+    match (&m.path, &m.path_prefix) {
+        (Some(exact), None) => {
+            route_path(exact, &format!("{path}.match.path"), p).map(PathMatch::Exact)
+        }
+        (None, Some(prefix)) => route_path(prefix, &format!("{path}.match.pathPrefix"), p)
+            .map(|c| PathMatch::Prefix(c.trim_end_matches('/').to_string())),
+        (Some(_), Some(_)) => {
+            p.add(
+                format!("{path}.match"),
+                "give `path` or `pathPrefix`, not both",
+            );
+            None
+        }
+        (None, None) => {
+            p.add(format!("{path}.match"), "needs `path` or `pathPrefix`");
+            None
+        }
+    }
+}
+
+/// `match.methods`, upper-cased; omitted: any method.
+fn methods(raw: Option<&[String]>, path: &str, p: &mut Problems) -> Option<Vec<Method>> {
+    let methods = raw.map(|ms| {
+        ms.iter()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                let upper = s.to_ascii_uppercase();
+                match Method::from_bytes(upper.as_bytes()) {
+                    Ok(m) if !upper.is_empty() => Some(m),
+                    _ => {
+                        p.add(
+                            format!("{path}.match.methods[{i}]"),
+                            format!("invalid method {s:?}"),
+                        );
+                        None
+                    }
+                }
+            })
+            .collect::<Vec<_>>()
+    });
+    if methods.as_ref().is_some_and(|m| m.is_empty()) {
+        p.add(
+            format!("{path}.match.methods"),
+            "must not be empty (omit it for any method)",
+        );
+    }
+    methods
+}
+
+/// `match.host`, lower-cased; omitted: any host.
+fn host(raw: Option<&str>, path: &str, p: &mut Problems) -> Option<String> {
+    let host = raw.map(|h| h.to_ascii_lowercase());
+    if host.as_ref().is_some_and(|h| h.is_empty()) {
+        p.add(
+            format!("{path}.match.host"),
+            "must not be empty (omit it for any host)",
+        );
+    }
+    host
+}
+
+/// `organizationUpstreams`: organization → upstream index.
+fn organization_upstreams(
+    raw: &BTreeMap<String, String>,
+    path: &str,
+    upstreams: &HashMap<String, usize>,
+    p: &mut Problems,
+) -> HashMap<String, usize> {
+    let mut organization_upstreams = HashMap::new();
+    for (org, name) in raw {
+        if let Some(i) = upstream_ref(
+            name,
+            &format!("{path}.organizationUpstreams.{org}"),
+            upstreams,
+            p,
+        ) {
+            organization_upstreams.insert(org.clone(), i);
+        }
+    }
+    organization_upstreams
+}
+
+/// `auth: none`. Settings about the caller would have nothing to act on,
+/// so each one given is a problem rather than silently ignored.
+fn public_access(r: &RawRoute, path: &str, p: &mut Problems) -> Access {
+    for (set, key) in [
+        (r.allow.is_some(), "allow"),
+        (
+            !r.organization_upstreams.is_empty(),
+            "organizationUpstreams",
+        ),
+        (r.providers.is_some(), "providers"),
+    ] {
+        if set {
+            p.add(
+                format!("{path}.{key}"),
+                "has no effect on a public route (`auth: none`): remove it or the `auth: none`",
+            );
+        }
+    }
+    if r.rate_limit.is_some() {
+        p.add(
+            format!("{path}.rateLimit"),
+            "counts per organization, and a public route (`auth: none`) has none: remove it or the `auth: none`",
+        );
+    }
+    Access::Public
+}
+
+/// `auth: jwt` (the default): the `allow` rules, the providers the route
+/// takes tokens from, and where those providers look for a token.
+fn protected_access(
+    allow: Option<RawAllow>,
+    providers: Option<Vec<String>>,
+    path: &str,
+    defined: &Defined,
+    p: &mut Problems,
+) -> Access {
+    if !defined.idp_configured {
+        p.add(
+            format!("{path}.auth"),
+            "a protected route needs an identity provider: configure `idp`",
+        );
+    }
+    let allow = allow.map(|a| allow_rules(a, path, p));
+    let providers: Option<Vec<usize>> =
+        providers.map(|names| route_providers(&names, path, &defined.provider_index, p));
+    let token_sources = token_sources(providers.as_deref(), defined.providers);
+    Access::Jwt {
+        allow: allow.unwrap_or_default(),
+        providers,
+        token_sources,
+    }
+}
+
+/// `allow`: organizations, scopes and claim rules.
+fn allow_rules(a: RawAllow, path: &str, p: &mut Problems) -> Allow {
+    // `"*"`: any organization, but the token must carry one
+    // (omitting the list is what allows none).
+    let organizations = match a.organizations {
+        None => Organizations::Unrestricted,
+        Some(orgs) if orgs.iter().any(|o| o == "*") => Organizations::AnyPresent,
+        Some(orgs) => {
+            if orgs.is_empty() {
+                p.add(
+                    format!("{path}.allow.organizations"),
+                    "is empty, so nobody could pass; omit it or use \"*\" for any organization",
+                );
+            }
+            Organizations::OneOf(orgs.into_iter().collect())
+        }
+    };
+    for (i, s) in a.scopes.iter().enumerate() {
+        if s.is_empty() || s.contains(' ') {
+            p.add(
+                format!("{path}.allow.scopes[{i}]"),
+                "must be one non-empty scope without spaces",
+            );
+        }
+    }
+    let claims = a
+        .claims
+        .into_iter()
+        .filter_map(|(name, values)| {
+            claim_rule(&name, values, &format!("{path}.allow.claims.{name}"), p)
+        })
+        .collect();
+    Allow {
+        organizations,
+        scopes: a.scopes,
+        claims,
+    }
+}
+
+/// `providers`: names from `idps` → provider indexes.
+fn route_providers(
+    names: &[String],
+    path: &str,
+    provider_index: &HashMap<&str, usize>,
+    p: &mut Problems,
+) -> Vec<usize> {
+    names
+        .iter()
+        .enumerate()
+        .filter_map(|(i, n)| match provider_index.get(n.as_str()) {
+            Some(ix) => Some(*ix),
+            None => {
+                p.add(
+                    format!("{path}.providers[{i}]"),
+                    format!("provider {n:?} is not defined in `idps`"),
+                );
+                None
+            }
+        })
+        .collect()
+}
+
+/// Every token source of the providers a route takes (all of them when
+/// `providers` is omitted), each once, in provider order.
+fn token_sources(providers: Option<&[usize]>, configs: &[ProviderConfig]) -> Vec<TokenSource> {
+    let mut token_sources: Vec<TokenSource> = Vec::new();
+    for (i, pr) in configs.iter().enumerate() {
+        if providers.is_some_and(|a| !a.contains(&i)) {
+            continue;
+        }
+        for s in &pr.token_sources {
+            if !token_sources.contains(s) {
+                token_sources.push(s.clone());
+            }
+        }
+    }
+    token_sources
 }
 
 /// A `rateLimit` block: `perOrganization` as `N/s`, `N/m` or `N/h`, and
