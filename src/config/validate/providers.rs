@@ -40,6 +40,9 @@ pub(super) fn providers(
 /// its own issuer.
 fn named_providers(idps: Vec<RawIdp>, p: &mut Problems) -> Vec<ProviderConfig> {
     let mut out = Vec::new();
+    // Each provider's index in `idps`, so a problem found later names the
+    // entry it is about even when an earlier entry was dropped.
+    let mut at = Vec::new();
     let mut names = HashSet::new();
     let mut cache_files = Vec::new();
     for (i, idp) in idps.into_iter().enumerate() {
@@ -55,10 +58,13 @@ fn named_providers(idps: Vec<RawIdp>, p: &mut Problems) -> Vec<ProviderConfig> {
                 format!("duplicate provider name {name:?}"),
             );
         }
-        out.extend(provider(idp, name, &path, p));
+        if let Some(pr) = provider(idp, name, &path, p) {
+            out.push(pr);
+            at.push(i);
+        }
     }
     let mut issuers = HashSet::new();
-    for (i, pr) in out.iter().enumerate() {
+    for (pr, i) in out.iter().zip(at) {
         if !issuers.insert(pr.issuer.clone()) {
             p.add(
                 format!("idps[{i}].issuer"),
@@ -358,6 +364,21 @@ fn lexical(path: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use crate::config::validate::tests::{BASE, ROUTE, assert_found, problems};
+
+    #[test]
+    fn a_repeated_issuer_is_named_at_its_own_entry() {
+        // The first entry is refused for its own reason; the path of the
+        // repeated issuer still counts it.
+        let yaml = format!(
+            "{BASE}{ROUTE}idps:\n             \x20 - {{name: bad, issuer: 'https://a/', audiences: [a], jwksEndpoint: 'ftp://x'}}\n             \x20 - {{name: one, issuer: 'https://i/', audiences: [a], jwksEndpoint: 'https://i/j'}}\n             \x20 - {{name: two, issuer: 'https://i/', audiences: [a], jwksEndpoint: 'https://i/j'}}\n"
+        );
+        let found = problems(&yaml);
+        assert_found(&found, &["idps[2].issuer"]);
+        assert!(
+            !found.iter().any(|p| p.starts_with("idps[1].issuer")),
+            "{found:#?}"
+        );
+    }
 
     #[test]
     fn empty_algorithms_bad_urls_and_hmac_without_secret() {
