@@ -83,9 +83,16 @@ fn rewrite(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("headers");
     g.bench_function("rewrite_new", |b| {
-        b.iter(|| Rewrite::new(&config, Some(&identity), Some(black_box(&token)), &seen))
+        b.iter(|| {
+            Rewrite::new(
+                &config,
+                Some(&identity),
+                Some(black_box(&token)),
+                Some(&seen),
+            )
+        })
     });
-    let rw = Rewrite::new(&config, Some(&identity), Some(&token), &seen);
+    let rw = Rewrite::new(&config, Some(&identity), Some(&token), Some(&seen));
     g.bench_function("rewrite_apply", |b| {
         b.iter_batched_ref(
             || (head.clone(), rw.clone()),
@@ -96,7 +103,7 @@ fn rewrite(c: &mut Criterion) {
     g.bench_function("rewrite_new_and_apply", |b| {
         b.iter_batched_ref(
             || head.clone(),
-            |h| Rewrite::new(&config, Some(&identity), Some(&token), &seen).apply(h),
+            |h| Rewrite::new(&config, Some(&identity), Some(&token), Some(&seen)).apply(h),
             BatchSize::SmallInput,
         )
     });
@@ -138,6 +145,7 @@ fn decision(c: &mut Criterion) {
             request_id: &request_id,
             now,
             draining: false,
+            next_hop: true,
         };
         let first = ready(decide(&snap, &facts));
         assert!(first.verdict.is_ok(), "{:?}", first.verdict.err());

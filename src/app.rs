@@ -23,6 +23,12 @@ use crate::{admin, server, tls};
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// `listen` is empty: a configuration for the tower layer, with nothing
+    /// for the sidecar to serve.
+    #[error(
+        "listen is empty: this configuration only decides (for the tower layer); the sidecar needs a proxy listener"
+    )]
+    NoListener,
     /// A listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -115,12 +121,13 @@ async fn start_with(
             .await
             .map_err(|source| StartError::Bind { addr, source })
     };
-    let proxy_listener = bind(config.listen).await?;
+    let listen = config.listen.ok_or(StartError::NoListener)?;
+    let proxy_listener = bind(listen).await?;
     let admin_listener = bind(config.admin_listen).await?;
     let proxy_addr = proxy_listener
         .local_addr()
         .map_err(|source| StartError::Bind {
-            addr: config.listen,
+            addr: listen,
             source,
         })?;
     let admin_addr = admin_listener

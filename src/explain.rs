@@ -178,6 +178,7 @@ async fn walk(
         request_id: &RequestId::from_str_or_fresh("explain"),
         now: now_secs(),
         draining: false,
+        next_hop: true,
     };
     let decision = decide(&snapshot, &facts).await;
     match decision.route {
@@ -213,12 +214,17 @@ async fn walk(
         );
     }
     let forward = decision.verdict?;
-    let upstream = &forward.upstream.config;
     let _ = writeln!(
         out,
         "upstream: {} ({}), path sent: {}{}",
-        upstream.name,
-        upstream.url,
+        forward
+            .upstream
+            .as_ref()
+            .map_or("-", |u| u.config.name.as_str()),
+        forward
+            .upstream
+            .as_ref()
+            .map_or(String::new(), |u| u.config.url.to_string()),
         forward.path,
         shown_query(forward.query.as_deref())
     );

@@ -176,6 +176,7 @@ where
                 request_id: &request_id,
                 now: now_secs(),
                 draining: false,
+                next_hop: false,
             };
             let decision = decide(&snapshot, &facts).await;
             let plan = match decision.verdict {

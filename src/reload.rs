@@ -46,6 +46,10 @@ pub enum ReloadError {
     /// gateway refuse every token of that provider.
     #[error("{0}; keeping the previous configuration")]
     KeysUnavailable(String),
+    /// The new file has no proxy listener (`listen: ""`), so its routes
+    /// may lack the upstreams the running proxy forwards to.
+    #[error("listen: the running proxy cannot drop its listener on a reload; restart to change it")]
+    ListenerRemoved,
 }
 
 /// Reloads one config file into one gateway.
@@ -128,6 +132,9 @@ impl Reloader {
 
     async fn apply(&self) -> Result<(), ReloadError> {
         let config = Config::load(&self.path)?;
+        if config.listen.is_none() {
+            return Err(ReloadError::ListenerRemoved);
+        }
         let current = self.gateway.snapshot();
         warn_about_restart_only_changes(&current.config, &config);
         let acceptor = match (&self.tls, &config.tls) {

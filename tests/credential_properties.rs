@@ -341,7 +341,7 @@ proptest! {
             request_id: &request_id,
         };
         let forwarded_token = forward.then_some(credential.token.as_ref());
-        let mut rewrite = Rewrite::new(&config, None, forwarded_token, &seen);
+        let mut rewrite = Rewrite::new(&config, None, forwarded_token, Some(&seen));
         rewrite.drop_credential(sources, &credential);
         let forwarded_query = credential.forwarded_query(query.as_deref());
         let mut headers = req.headers.clone();

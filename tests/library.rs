@@ -270,3 +270,63 @@ async fn an_axum_handler_behind_the_layer_sees_only_verified_identity_headers() 
     }
     server.abort();
 }
+
+#[tokio::test]
+async fn the_layer_needs_no_upstream_and_tells_no_next_hop() {
+    let ring = ring(Algorithm::RS256);
+    let jwks = JwksServer::with_ring(ring.clone()).await;
+    // No proxy listener, no upstreams: a configuration that only decides.
+    let yaml = format!(
+        "listen: \"\"\nidp:\n  issuer: \"{}\"\n  jwksEndpoint: \"{}\"\n  audiences: [\"{AUDIENCE}\"]\n\
+         routes:\n  - {{ name: hello, match: {{ pathPrefix: /api }} }}\n",
+        jwks.issuer(),
+        jwks.jwks_url()
+    );
+    let config = parse_config(&yaml);
+    let layer = AuthLayer::from_config(config).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while layer.snapshot().readiness().is_err() {
+        assert!(Instant::now() < deadline, "keys never loaded");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let app = axum::Router::new()
+        .route("/api/hello", axum::routing::get(seen_headers))
+        .layer(layer);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let c = client();
+    let token = sign(&ring.active(), &claims(&jwks.issuer(), "org_abc", &[]));
+    let req = Request::get(format!("http://{addr}/api/hello"))
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .header("x-forwarded-for", "203.0.113.9")
+        .body(empty())
+        .unwrap();
+    let r = send(&c, req).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = r.json();
+    assert_eq!(seen["x-forwarded-org"], serde_json::json!(["org_abc"]));
+    // What a proxy tells its next hop is not set in-process, and the
+    // client's claim is still removed.
+    for name in [
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-request-id",
+    ] {
+        assert!(seen.get(name).is_none(), "{name}: {seen}");
+    }
+    let req = Request::get(format!("http://{addr}/api/hello"))
+        .body(empty())
+        .unwrap();
+    assert_eq!(send(&c, req).await.status, 401);
+    server.abort();
+
+    // The sidecar cannot serve it.
+    let err = idp_gate::app::start(parse_config(&yaml))
+        .await
+        .err()
+        .expect("no proxy listener to start");
+    assert!(err.to_string().starts_with("listen is empty"), "{err}");
+}

@@ -84,8 +84,9 @@ impl fmt::Display for ConfigError {
 /// The validated, compiled configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Proxy listener.
-    pub listen: SocketAddr,
+    /// Proxy listener; `None`: the configuration only decides (the tower
+    /// layer), and routes need no upstream.
+    pub listen: Option<SocketAddr>,
     /// Admin listener.
     pub admin_listen: SocketAddr,
     /// Drain time on shutdown.

@@ -42,6 +42,10 @@ pub struct RequestFacts<'a> {
     pub now: u64,
     /// Whether the gateway is shutting down (new requests are refused).
     pub draining: bool,
+    /// Whether the request goes on to another hop (the sidecar's upstream),
+    /// which is told the client, protocol, host and request id; a service
+    /// in the same process (the tower layer's) is not.
+    pub next_hop: bool,
 }
 
 /// The decision, with what was learned on the way (for metrics, logs and
@@ -60,8 +64,9 @@ pub struct Decision<'s> {
 /// Where and how a request goes upstream.
 #[derive(Clone)]
 pub struct Forward {
-    /// The upstream.
-    pub upstream: Arc<Upstream>,
+    /// The upstream; `None` in a configuration that only decides (the
+    /// tower layer's, without a proxy listener).
+    pub upstream: Option<Arc<Upstream>>,
     /// The path sent upstream (canonical, less a stripped prefix), without
     /// the upstream's base path.
     pub path: String,
@@ -152,11 +157,10 @@ async fn walk<'s>(
 
     // Choose the upstream.
     let organization = identity.as_ref().and_then(|i| i.organization.as_deref());
-    let upstream = snapshot
-        .upstreams
-        .get(route.upstream_for(organization))
-        .ok_or(GateError::NoRoute)?
-        .clone();
+    let upstream = route
+        .upstream_for(organization)
+        .and_then(|i| snapshot.upstreams.get(i))
+        .cloned();
 
     // A body declared larger than the limit is refused before anything is
     // sent; one that streams past it is ended by the forwarder.
@@ -165,7 +169,10 @@ async fn walk<'s>(
         return Err(GateError::Upstream(UpstreamFailure::BodyTooLarge));
     }
     // Upgrades are HTTP/1.1's; an HTTP/2 upstream would need extended CONNECT.
-    let carried = Carried::read(req.headers, !upstream.config.protocol.is_http2());
+    let upgrades = upstream
+        .as_ref()
+        .is_some_and(|u| !u.config.protocol.is_http2());
+    let carried = Carried::read(req.headers, upgrades);
 
     // Rewrite: only the verified token goes on, and only as `Authorization`.
     let forwarded_token = credential
@@ -176,10 +183,11 @@ async fn walk<'s>(
         client: req.client,
         proto: if req.tls { "https" } else { "http" },
         host: host.as_ref(),
-        upstream_host: upstream.config.host.as_ref(),
+        upstream_host: upstream.as_ref().and_then(|u| u.config.host.as_ref()),
         request_id: req.request_id,
     };
-    let mut rewrite = Rewrite::new(config, identity.as_deref(), forwarded_token, &seen);
+    let next_hop = req.next_hop.then_some(&seen);
+    let mut rewrite = Rewrite::new(config, identity.as_deref(), forwarded_token, next_hop);
     let query = match &credential {
         Some((c, sources)) => {
             rewrite.drop_credential(sources, c);

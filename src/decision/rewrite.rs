@@ -84,7 +84,7 @@ impl Rewrite {
         config: &Config,
         identity: Option<&Identity>,
         token: Option<&str>,
-        seen: &Seen<'_>,
+        next_hop: Option<&Seen<'_>>,
     ) -> Rewrite {
         let f = &config.forwarding;
         let protected = config.protected_headers.clone();
@@ -99,14 +99,18 @@ impl Rewrite {
             }
         };
         put(&header::AUTHORIZATION, token.and_then(bearer));
-        put(&header::HOST, seen.upstream_host.or(seen.host).cloned());
-        put(&X_FORWARDED_FOR, client_value(seen.client));
-        put(
-            &X_FORWARDED_PROTO,
-            Some(HeaderValue::from_static(seen.proto)),
-        );
-        put(&X_FORWARDED_HOST, seen.host.cloned());
-        put(&X_REQUEST_ID, Some(seen.request_id.header_value()));
+        // What a proxy tells the next hop; a service in the same process
+        // has the connection itself.
+        if let Some(seen) = next_hop {
+            put(&header::HOST, seen.upstream_host.or(seen.host).cloned());
+            put(&X_FORWARDED_FOR, client_value(seen.client));
+            put(
+                &X_FORWARDED_PROTO,
+                Some(HeaderValue::from_static(seen.proto)),
+            );
+            put(&X_FORWARDED_HOST, seen.host.cloned());
+            put(&X_REQUEST_ID, Some(seen.request_id.header_value()));
+        }
         if let Some(id) = identity {
             put(&f.user, id.values.username.clone());
             put(&f.organization, id.values.organization.clone());

@@ -66,7 +66,9 @@ impl Forwarder {
         plan: Forward,
         exchange: Exchange<'_>,
     ) -> Result<Response<ResponseBody>, GateError> {
-        let upstream = plan.upstream;
+        // Every route of a configuration the proxy serves has an upstream
+        // (validation and reloads see to it).
+        let upstream = plan.upstream.ok_or(GateError::NoRoute)?;
         let uri = upstream
             .uri(&plan.path, plan.query.as_deref())
             .map_err(|_| GateError::BadRequest("the request target cannot be forwarded"))?;

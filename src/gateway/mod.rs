@@ -138,6 +138,7 @@ impl Gateway {
             request_id: &request_id,
             now: now_secs(),
             draining: self.is_draining(),
+            next_hop: true,
         };
         let Decision {
             route,
@@ -161,7 +162,7 @@ impl Gateway {
         let (response, error) = match verdict {
             Err(refusal) => (own(&refusal, &request_id), Some(refusal)),
             Ok(plan) => {
-                line.upstream = Some(plan.upstream.config.name.clone());
+                line.upstream = plan.upstream.as_ref().map(|u| u.config.name.clone());
                 let exchange = Exchange {
                     request_id: &request_id,
                     route: line.route.as_deref().unwrap_or_default(),

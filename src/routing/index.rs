@@ -114,7 +114,7 @@ mod tests {
             methods,
             path,
             access: Access::Public,
-            upstream: 0,
+            upstream: Some(0),
             organization_upstreams: Default::default(),
             strip_prefix: false,
             allow_path_parameters: false,

@@ -67,8 +67,9 @@ pub struct Route {
     pub path: PathMatch,
     /// Authentication and authorization.
     pub access: Access,
-    /// Index of the default upstream.
-    pub upstream: usize,
+    /// Index of the default upstream; `None` in a configuration that only
+    /// decides (no proxy listener).
+    pub upstream: Option<usize>,
     /// Organization → upstream index.
     pub organization_upstreams: HashMap<String, usize>,
     /// Remove a matched prefix before forwarding.
@@ -98,11 +99,11 @@ impl Route {
     }
 
     /// The upstream for a verified organization.
-    pub fn upstream_for(&self, organization: Option<&str>) -> usize {
+    pub fn upstream_for(&self, organization: Option<&str>) -> Option<usize> {
         organization
             .and_then(|o| self.organization_upstreams.get(o))
             .copied()
-            .unwrap_or(self.upstream)
+            .or(self.upstream)
     }
 
     /// The path sent upstream: the canonical path, less the matched prefix
@@ -160,7 +161,7 @@ mod tests {
             methods: None,
             path,
             access: Access::Public,
-            upstream: 0,
+            upstream: Some(0),
             organization_upstreams: HashMap::new(),
             strip_prefix: false,
             allow_path_parameters: false,
@@ -219,11 +220,11 @@ mod tests {
     #[test]
     fn organization_upstreams_override_the_default() {
         let mut r = route(PathMatch::Prefix("/api".into()));
-        r.upstream = 0;
+        r.upstream = Some(0);
         r.organization_upstreams.insert("org_eu".into(), 1);
-        assert_eq!(r.upstream_for(Some("org_eu")), 1);
-        assert_eq!(r.upstream_for(Some("org_us")), 0);
-        assert_eq!(r.upstream_for(None), 0);
+        assert_eq!(r.upstream_for(Some("org_eu")), Some(1));
+        assert_eq!(r.upstream_for(Some("org_us")), Some(0));
+        assert_eq!(r.upstream_for(None), Some(0));
     }
 
     #[test]

@@ -22,7 +22,9 @@ pub use routes::{
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RawConfig {
-    /// Proxy listener address, `host:port`. Default `0.0.0.0:8080`.
+    /// Proxy listener address, `host:port`. Default `0.0.0.0:8080`. Empty:
+    /// no proxy listener (a configuration for the tower layer, whose
+    /// routes then need no upstream).
     #[serde(default = "default_listen")]
     pub listen: String,
     /// Seconds that in-flight requests get to finish after SIGTERM/SIGINT. Default 20.

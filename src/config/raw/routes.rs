@@ -105,7 +105,10 @@ pub struct RawRoute {
     /// Restrict the route to these providers (names from `idps`).
     #[serde(default)]
     pub providers: Option<Vec<String>>,
-    /// Default upstream.
+    /// Default upstream. Required when the proxy listens (`listen` is not
+    /// empty); a configuration that only decides (the tower layer) needs
+    /// none.
+    #[serde(default)]
     pub upstream: String,
     /// Organization claim value → upstream, overriding `upstream`.
     #[serde(default)]

@@ -112,7 +112,12 @@ fn remove_at(value: &mut serde_yaml::Value, path: &serde_path_to_error::Path) ->
 
 /// The parsed file, checked section by section.
 fn compile(raw: RawConfig, p: &mut Problems) -> Config {
-    let listen = socket_addr(&raw.listen, "listen", p);
+    let proxy = !raw.listen.is_empty();
+    let listen = if proxy {
+        socket_addr(&raw.listen, "listen", p)
+    } else {
+        None
+    };
     let admin_listen = socket_addr(&raw.admin.listen, "admin.listen", p);
     if listen.is_some_and(|l| l.port() != 0) && listen == admin_listen {
         p.add(
@@ -141,6 +146,7 @@ fn compile(raw: RawConfig, p: &mut Problems) -> Config {
         &upstream_index,
         &providers,
         idp_configured,
+        proxy,
         p,
     );
     let binding = binding(raw.organization_binding, p);
@@ -148,7 +154,7 @@ fn compile(raw: RawConfig, p: &mut Problems) -> Config {
     let limits = limits(&raw.limits, p);
     Config {
         protected_headers: protected_headers(&forwarding, &binding),
-        listen: listen.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 8080))),
+        listen: proxy.then(|| listen.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 8080)))),
         admin_listen: admin_listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9901))),
         shutdown_grace: Duration::from_secs(raw.shutdown_grace_seconds),
         tls,

@@ -24,6 +24,8 @@ struct Defined<'a> {
     providers: &'a [ProviderConfig],
     /// Whether `idp` or `idps` is present at all.
     idp_configured: bool,
+    /// Whether the proxy listens, so that every route needs an upstream.
+    proxy: bool,
 }
 
 /// The routes in file order. Protected routes without a `rateLimit` of
@@ -34,6 +36,7 @@ pub(super) fn routes(
     upstream_index: &HashMap<String, usize>,
     providers: &[ProviderConfig],
     idp_configured: bool,
+    proxy: bool,
     p: &mut Problems,
 ) -> Vec<Route> {
     let defined = Defined {
@@ -45,6 +48,7 @@ pub(super) fn routes(
             .collect(),
         providers,
         idp_configured,
+        proxy,
     };
     let default_rate_limit = default_rate_limit.and_then(|r| rate_limit(r, "rateLimit", p));
 
@@ -86,12 +90,18 @@ fn route(r: RawRoute, path: &str, defined: &Defined, p: &mut Problems) -> Option
     let methods = methods(m.methods.as_deref(), path, p);
     let host = host(m.host.as_deref(), path, p);
 
-    let upstream = upstream_ref(
-        &r.upstream,
-        &format!("{path}.upstream"),
-        defined.upstreams,
-        p,
-    );
+    let upstream = if r.upstream.is_empty() && !defined.proxy {
+        // Nothing forwards: the configuration only decides.
+        Some(None)
+    } else {
+        upstream_ref(
+            &r.upstream,
+            &format!("{path}.upstream"),
+            defined.upstreams,
+            p,
+        )
+        .map(Some)
+    };
     let organization_upstreams =
         organization_upstreams(&r.organization_upstreams, path, defined.upstreams, p);
     if r.strip_prefix && !matches!(path_match, Some(PathMatch::Prefix(_))) {
@@ -429,7 +439,12 @@ fn upstream_ref(
     p: &mut Problems,
 ) -> Option<usize> {
     let found = upstreams.get(name).copied();
-    if found.is_none() {
+    if name.is_empty() {
+        p.add(
+            path,
+            "required: the proxy forwards every route to an upstream (`listen: \"\"` for a configuration that only decides)",
+        );
+    } else if found.is_none() {
         p.add(
             path,
             format!("upstream {name:?} is not defined in `upstreams`"),
@@ -442,6 +457,34 @@ fn upstream_ref(
 mod tests {
     use crate::config::validate::from_yaml;
     use crate::config::validate::tests::{BASE, problems};
+
+    #[test]
+    fn routes_need_an_upstream_only_when_the_proxy_listens() {
+        let idp = "idp: {issuer: 'https://i/', audiences: [a], jwksEndpoint: 'https://i/j'}\n";
+        let routes = "routes: [{name: r, match: {pathPrefix: /}}]\n";
+        let found = problems(&format!("{idp}{routes}"));
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with("routes[0].upstream: required")),
+            "{found:#?}"
+        );
+
+        let config = from_yaml(&format!("listen: ''\n{idp}{routes}"), &|_| None)
+            .expect("a configuration that only decides");
+        assert_eq!(config.listen, None);
+        assert_eq!(config.routes[0].upstream, None);
+        // An upstream that is named must still exist.
+        let found = problems(&format!(
+            "listen: ''\n{idp}routes: [{{name: r, match: {{pathPrefix: /}}, upstream: nope}}]\n"
+        ));
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with("routes[0].upstream: upstream \"nope\"")),
+            "{found:#?}"
+        );
+    }
 
     #[test]
     fn rate_limits_are_checked_and_the_default_fills_protected_routes_only() {
