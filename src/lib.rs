@@ -13,6 +13,7 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod decision;
+#[cfg(feature = "dev-tools")]
 pub mod demo;
 pub mod error;
 pub mod explain;
@@ -36,8 +37,13 @@ pub use layer::{AuthLayer, Verified};
 /// Version, commit and features, for `idp-gate version` and logs.
 pub fn version_line() -> String {
     format!(
-        "idp-gate {} (commit {}, crypto aws-lc-rs, features: jwks-discovery token-cache tls)",
+        "idp-gate {} (commit {}, crypto aws-lc-rs, features: jwks-discovery token-cache tls{})",
         env!("CARGO_PKG_VERSION"),
         option_env!("IDP_GATE_GIT_COMMIT").unwrap_or("unknown"),
+        if cfg!(feature = "dev-tools") {
+            " dev-tools"
+        } else {
+            ""
+        },
     )
 }

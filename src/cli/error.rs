@@ -3,11 +3,14 @@
 //! these words, so each variant spells its line out in full.
 
 use std::io;
+#[cfg(feature = "dev-tools")]
 use std::net::SocketAddr;
+#[cfg(feature = "dev-tools")]
 use std::path::PathBuf;
 
 use idp_gate::app::StartError;
 use idp_gate::config::ConfigError;
+#[cfg(feature = "dev-tools")]
 use idp_gate::demo::{keys::KeyError, run::DemoError};
 
 use super::values::BadValue;
@@ -34,6 +37,7 @@ pub enum CliError {
     #[error("idp-gate probe: {0:?} is not an http:// URL")]
     NotHttpUrl(String),
     /// `dev-idp`, `echo`: the listen address cannot be bound.
+    #[cfg(feature = "dev-tools")]
     #[error("idp-gate {command}: cannot listen on {addr}: {source}")]
     Bind {
         command: &'static str,
@@ -42,6 +46,7 @@ pub enum CliError {
         source: io::Error,
     },
     /// `dev-idp`, `echo`: the listener or the server failed.
+    #[cfg(feature = "dev-tools")]
     #[error("idp-gate {command}: {source}")]
     Serve {
         command: &'static str,
@@ -49,12 +54,15 @@ pub enum CliError {
         source: io::Error,
     },
     /// `dev-idp`: the signing keys could not be made.
+    #[cfg(feature = "dev-tools")]
     #[error("idp-gate dev-idp: keys: {0}")]
     IdpKeys(#[source] KeyError),
     /// `demo`: a part could not start.
+    #[cfg(feature = "dev-tools")]
     #[error("idp-gate demo: {0}")]
     Demo(#[source] DemoError),
     /// `token`: the key file cannot be read.
+    #[cfg(feature = "dev-tools")]
     #[error("idp-gate token: {}: {source}", path.display())]
     KeyFile {
         path: PathBuf,
@@ -62,6 +70,7 @@ pub enum CliError {
         source: io::Error,
     },
     /// `token`: the key file holds no key that can sign (with `--alg`).
+    #[cfg(feature = "dev-tools")]
     #[error("idp-gate token: {}: {source}", path.display())]
     Key {
         path: PathBuf,
@@ -69,6 +78,7 @@ pub enum CliError {
         source: KeyError,
     },
     /// `token`: the claims could not be signed.
+    #[cfg(feature = "dev-tools")]
     #[error("idp-gate token: {0}")]
     Mint(#[source] KeyError),
 }

@@ -1,15 +1,23 @@
 //! The command line: the commands and their flags, and [`run`], which hands
 //! each command to its module. A command either returns its exit status or
 //! a [`CliError`], which `main` prints as the command's one-line reason.
+//!
+//! The development tools (`demo`, `dev-idp`, `echo`, `token`) exist only in
+//! builds with the `dev-tools` feature, like the library's `demo` module
+//! they run.
 
 mod check_config;
+#[cfg(feature = "dev-tools")]
 mod demo;
+#[cfg(feature = "dev-tools")]
 mod dev_idp;
+#[cfg(feature = "dev-tools")]
 mod echo;
 mod error;
 mod explain;
 mod probe;
 mod run;
+#[cfg(feature = "dev-tools")]
 mod token;
 mod values;
 
@@ -47,8 +55,10 @@ enum Command {
     CheckConfig(check_config::Args),
     /// The embedded default: a development IdP, an echo upstream and the
     /// gateway on loopback, with ready-to-paste curl commands.
+    #[cfg(feature = "dev-tools")]
     Demo(demo::Args),
     /// Mint a token signed with a private key file (PEM); prints only the token.
+    #[cfg(feature = "dev-tools")]
     Token(token::Args),
     /// Offline diagnosis: which route matches, which check passes or fails
     /// and why, which upstream would serve the request. Exit 0 if it would
@@ -57,9 +67,11 @@ enum Command {
     /// The demo's development IdP on its own (Auth0-shaped discovery, JWKS
     /// and token endpoint, with the demo's users and client), serving until
     /// SIGTERM or SIGINT. Not for production.
+    #[cfg(feature = "dev-tools")]
     DevIdp(dev_idp::Args),
     /// An upstream that answers every request with the request it received,
     /// as JSON, serving until SIGTERM or SIGINT.
+    #[cfg(feature = "dev-tools")]
     Echo(echo::Args),
     /// GET an http:// URL; exit 0 on a 2xx answer, 1 otherwise. For container
     /// healthchecks in an image without a shell or curl.
@@ -86,10 +98,14 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
         Command::Run(args) => run::execute(args, log_format),
         Command::CheckConfig(args) => Ok(check_config::execute(&args)),
+        #[cfg(feature = "dev-tools")]
         Command::Demo(args) => demo::execute(args, log_format),
+        #[cfg(feature = "dev-tools")]
         Command::Token(args) => token::execute(args),
         Command::Explain(args) => explain::execute(args),
+        #[cfg(feature = "dev-tools")]
         Command::DevIdp(args) => dev_idp::execute(args, log_format),
+        #[cfg(feature = "dev-tools")]
         Command::Echo(args) => echo::execute(args, log_format),
         Command::Probe(args) => probe::execute(args),
         Command::Version => {
@@ -130,6 +146,7 @@ fn block_on<T>(
 }
 
 /// Binds a development server's listener.
+#[cfg(feature = "dev-tools")]
 async fn bind(
     addr: std::net::SocketAddr,
     command: &'static str,

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+#[cfg(feature = "dev-tools")]
 use jsonwebtoken::Algorithm;
 
 /// A flag value one of our parsers refused. It travels through clap as the
@@ -30,6 +31,7 @@ impl BadValue {
 
 /// `--alg` of `demo` and `dev-idp`, in any case: the development IdP
 /// publishes an RS256 and an ES256 key, so it can sign with either.
+#[cfg(feature = "dev-tools")]
 pub fn idp_alg(
     command: &'static str,
 ) -> impl Fn(&str) -> Result<Algorithm, BadValue> + Clone + Send + Sync + 'static {
@@ -124,6 +126,7 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "dev-tools")]
     #[test]
     fn idp_alg_takes_either_key_in_any_case() {
         let parse = idp_alg("demo");
