@@ -10,6 +10,7 @@
 // hands on, the refusal types, and the whole sidecar in-process (`app`).
 pub mod app;
 pub mod config;
+#[cfg(feature = "dev-tools")]
 pub mod demo;
 pub mod error;
 pub mod explain;
@@ -97,8 +98,13 @@ pub mod internals {
 /// Version, commit and features, for `idp-gate version` and logs.
 pub fn version_line() -> String {
     format!(
-        "idp-gate {} (commit {}, crypto aws-lc-rs, features: jwks-discovery token-cache tls)",
+        "idp-gate {} (commit {}, crypto aws-lc-rs, features: jwks-discovery token-cache tls{})",
         env!("CARGO_PKG_VERSION"),
         option_env!("IDP_GATE_GIT_COMMIT").unwrap_or("unknown"),
+        if cfg!(feature = "dev-tools") {
+            " dev-tools"
+        } else {
+            ""
+        },
     )
 }

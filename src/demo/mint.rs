@@ -73,38 +73,6 @@ pub fn claims_at(req: &MintRequest, now: SystemTime) -> Result<Map<String, Value
     Ok(claims)
 }
 
-/// Parses a token lifetime: bare seconds (`3600`) or a number with one unit
-/// suffix, `s`, `m`, `h` or `d` (`90s`, `15m`, `1h`, `2d`). Zero is refused
-/// because a token that is born expired is never what `--ttl` means.
-pub fn parse_ttl(s: &str) -> Result<Duration, String> {
-    let trimmed = s.trim();
-    let split = trimmed
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(trimmed.len());
-    let (digits, unit) = trimmed.split_at(split);
-    if digits.is_empty() {
-        return Err(format!(
-            "invalid ttl {s:?}: expected a number such as 3600, 90s, 15m, 1h or 2d"
-        ));
-    }
-    let multiplier: u64 = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 60 * 60,
-        "d" => 24 * 60 * 60,
-        _ => return Err(format!("invalid ttl {s:?}: unit must be s, m, h or d")),
-    };
-    let secs = digits
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(multiplier))
-        .ok_or_else(|| format!("invalid ttl {s:?}: too large"))?;
-    if secs == 0 {
-        return Err(format!("invalid ttl {s:?}: must be greater than zero"));
-    }
-    Ok(Duration::from_secs(secs))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,41 +156,5 @@ mod tests {
             claims_at(&req, SystemTime::now()),
             Err(KeyError::Claims(_))
         ));
-    }
-
-    #[test]
-    fn parse_ttl_accepts_units() {
-        let cases = [
-            ("3600", 3600),
-            ("90s", 90),
-            ("15m", 900),
-            ("1h", 3600),
-            ("2d", 172_800),
-            (" 5m ", 300),
-        ];
-        for (input, secs) in cases {
-            assert_eq!(parse_ttl(input), Ok(Duration::from_secs(secs)), "{input}");
-        }
-    }
-
-    #[test]
-    fn parse_ttl_rejects_garbage() {
-        for input in [
-            "",
-            "h",
-            "0",
-            "0s",
-            "-5",
-            "+5",
-            "1.5h",
-            "1h30m",
-            "10w",
-            "5 m",
-            "1H",
-            "99999999999999999999",
-            "9999999999999999999d",
-        ] {
-            assert!(parse_ttl(input).is_err(), "{input:?} should be rejected");
-        }
     }
 }

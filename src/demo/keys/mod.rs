@@ -1,21 +1,28 @@
 //! Signing keys for the demo provider and the token minter, and a
 //! [`KeyRing`] that publishes several keys so that rotation can be exercised.
+//!
+//! A [`SigningKey`] is made fresh (`generate`), read from a key file
+//! (`pem_file`) or from PKCS#8 DER (here); `jwk` turns its public half into what
+//! a JWKS publishes.
+
+mod generate;
+mod jwk;
+mod keyring;
+mod pem_file;
 
 use std::fmt;
-use std::sync::{Arc, PoisonError, RwLock};
 
-use aws_lc_rs::encoding::AsDer;
-use aws_lc_rs::rsa::{KeyPair as RsaKeyPair, KeySize};
+use aws_lc_rs::rsa::KeyPair as RsaKeyPair;
 use aws_lc_rs::signature::{
-    ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair,
-    EcdsaSigningAlgorithm, Ed25519KeyPair, KeyPair as _, RsaPublicKeyComponents,
+    ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair,
+    KeyPair as _, RsaPublicKeyComponents,
 };
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use rustls_pki_types::PrivateKeyDer;
-use rustls_pki_types::pem::{self as pki_pem, PemObject as _};
-use serde_json::{Value, json};
+use serde_json::Value;
+
+use jwk::{PublicKey, b64url, ec_public, strip_leading_zeros, thumbprint};
+pub use keyring::KeyRing;
+use pem_file::pkcs8_pem;
 
 /// Why a key could not be made, loaded or used.
 #[derive(Debug, thiserror::Error)]
@@ -74,88 +81,7 @@ impl fmt::Debug for SigningKey {
     }
 }
 
-/// Key families this module understands, with the public half.
-enum PublicKey {
-    Rsa {
-        n: String,
-        e: String,
-    },
-    Ec {
-        crv: &'static str,
-        x: String,
-        y: String,
-    },
-    Ed25519 {
-        x: String,
-    },
-}
-
 impl SigningKey {
-    /// A fresh key pair: RSA 2048 for `RS*`/`PS*`, P-256 for `ES256`,
-    /// P-384 for `ES384` and Ed25519 for `EdDSA`.
-    pub fn generate(alg: Algorithm) -> Result<Self, KeyError> {
-        let pkcs8: Vec<u8> = match alg {
-            Algorithm::RS256
-            | Algorithm::RS384
-            | Algorithm::RS512
-            | Algorithm::PS256
-            | Algorithm::PS384
-            | Algorithm::PS512 => RsaKeyPair::generate(KeySize::Rsa2048)
-                .and_then(|kp| kp.as_der())
-                .map_err(|_| KeyError::Crypto)?
-                .as_ref()
-                .to_vec(),
-            Algorithm::ES256 => generate_ec(&ECDSA_P256_SHA256_FIXED_SIGNING)?,
-            Algorithm::ES384 => generate_ec(&ECDSA_P384_SHA384_FIXED_SIGNING)?,
-            Algorithm::EdDSA => Ed25519KeyPair::generate()
-                .and_then(|kp| kp.to_pkcs8v1())
-                .map_err(|_| KeyError::Crypto)?
-                .as_ref()
-                .to_vec(),
-            // HMAC has no public half to publish.
-            _ => return Err(KeyError::UnsupportedAlgorithm(alg)),
-        };
-        Self::from_pkcs8_der(&pkcs8, Some(alg))
-    }
-
-    /// Loads a private key from PEM: PKCS#8 (`PRIVATE KEY`: RSA, EC P-256,
-    /// EC P-384, Ed25519), PKCS#1 (`RSA PRIVATE KEY`) or SEC1
-    /// (`EC PRIVATE KEY`). The first private-key block is used, so files
-    /// that also carry `EC PARAMETERS` or certificates work.
-    ///
-    /// Without `alg` the algorithm follows the key: RSA→RS256, P-256→ES256,
-    /// P-384→ES384, Ed25519→EdDSA. An RSA key may be given any of
-    /// RS256/384/512 or PS256/384/512.
-    pub fn from_pem(pem: &[u8], alg: Option<Algorithm>) -> Result<Self, KeyError> {
-        let key = PrivateKeyDer::from_pem_slice(pem).map_err(|err| pem_error(&err, pem))?;
-        // Everything is normalised to PKCS#8 so that one code path finds the
-        // key type and `private_pem` always writes the same format.
-        match key {
-            PrivateKeyDer::Pkcs8(der) => Self::from_pkcs8_der(der.secret_pkcs8_der(), alg),
-            PrivateKeyDer::Pkcs1(der) => {
-                let kp = RsaKeyPair::from_der(der.secret_pkcs1_der())
-                    .map_err(|_| KeyError::UnsupportedKey)?;
-                let pkcs8 = kp.as_der().map_err(|_| KeyError::Crypto)?;
-                Self::from_pkcs8_der(pkcs8.as_ref(), alg)
-            }
-            PrivateKeyDer::Sec1(der) => {
-                // SEC1 names the curve inside the key, but aws-lc wants it up
-                // front; a key on any other curve fails both.
-                let der = der.secret_sec1_der();
-                let kp = EcdsaKeyPair::from_private_key_der(&ECDSA_P256_SHA256_FIXED_SIGNING, der)
-                    .or_else(|_| {
-                        EcdsaKeyPair::from_private_key_der(&ECDSA_P384_SHA384_FIXED_SIGNING, der)
-                    })
-                    .map_err(|_| KeyError::UnsupportedKey)?;
-                let pkcs8 = kp.to_pkcs8v1().map_err(|_| KeyError::Crypto)?;
-                Self::from_pkcs8_der(pkcs8.as_ref(), alg)
-            }
-            // rustls-pki-types may learn new key formats; none of them are
-            // ones this module can sign with today.
-            _ => Err(KeyError::UnsupportedKey),
-        }
-    }
-
     /// Builds a key from unencrypted PKCS#8 DER; see [`SigningKey::from_pem`]
     /// for how the algorithm is chosen.
     pub fn from_pkcs8_der(der: &[u8], alg: Option<Algorithm>) -> Result<Self, KeyError> {
@@ -202,18 +128,7 @@ impl SigningKey {
         };
 
         let kid = thumbprint(&public);
-        let alg_name = format!("{alg:?}");
-        let public_jwk = match public {
-            PublicKey::Rsa { n, e } => json!({
-                "kty": "RSA", "kid": kid, "alg": alg_name, "use": "sig", "n": n, "e": e,
-            }),
-            PublicKey::Ec { crv, x, y } => json!({
-                "kty": "EC", "kid": kid, "alg": alg_name, "use": "sig", "crv": crv, "x": x, "y": y,
-            }),
-            PublicKey::Ed25519 { x } => json!({
-                "kty": "OKP", "kid": kid, "alg": alg_name, "use": "sig", "crv": "Ed25519", "x": x,
-            }),
-        };
+        let public_jwk = public.to_jwk(&kid, alg);
         Ok(Self {
             alg,
             kid,
@@ -254,13 +169,6 @@ impl SigningKey {
     }
 }
 
-fn generate_ec(alg: &'static EcdsaSigningAlgorithm) -> Result<Vec<u8>, KeyError> {
-    EcdsaKeyPair::generate(alg)
-        .and_then(|kp| kp.to_pkcs8v1())
-        .map(|doc| doc.as_ref().to_vec())
-        .map_err(|_| KeyError::Crypto)
-}
-
 fn choose_alg(
     requested: Option<Algorithm>,
     key: &'static str,
@@ -274,197 +182,13 @@ fn choose_alg(
     }
 }
 
-fn ec_public(crv: &'static str, point: &[u8], coord_len: usize) -> Result<PublicKey, KeyError> {
-    // aws-lc hands out the uncompressed SEC1 point: 0x04 || x || y.
-    match point.split_first() {
-        Some((0x04, xy)) if xy.len() == 2 * coord_len => {
-            let (x, y) = xy.split_at(coord_len);
-            Ok(PublicKey::Ec {
-                crv,
-                x: b64url(x),
-                y: b64url(y),
-            })
-        }
-        _ => Err(KeyError::UnsupportedKey),
-    }
-}
-
-/// RFC 7638: SHA-256 over the required members in lexicographic order with
-/// no whitespace. Built by hand because the member values are base64url or
-/// fixed names (no escaping needed) and serde_json's map order depends on
-/// crate features.
-fn thumbprint(public: &PublicKey) -> String {
-    let canonical = match public {
-        PublicKey::Rsa { n, e } => format!(r#"{{"e":"{e}","kty":"RSA","n":"{n}"}}"#),
-        PublicKey::Ec { crv, x, y } => {
-            format!(r#"{{"crv":"{crv}","kty":"EC","x":"{x}","y":"{y}"}}"#)
-        }
-        PublicKey::Ed25519 { x } => format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#),
-    };
-    b64url(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, canonical.as_bytes()).as_ref())
-}
-
-fn b64url(bytes: &[u8]) -> String {
-    URL_SAFE_NO_PAD.encode(bytes)
-}
-
-/// JWK integers must be minimal big-endian (RFC 7518 §6.3.1).
-fn strip_leading_zeros(bytes: &[u8]) -> &[u8] {
-    let start = bytes
-        .iter()
-        .position(|&b| b != 0)
-        .unwrap_or(bytes.len().saturating_sub(1));
-    bytes.get(start..).unwrap_or(bytes)
-}
-
-/// PKCS#8 DER as a `PRIVATE KEY` PEM block. LF line endings rather than
-/// the `pem` crate's default CRLF: the file is for Unix tools, and a key
-/// written and read back gives the same text.
-fn pkcs8_pem(der: &[u8]) -> String {
-    pem::encode_config(
-        &pem::Pem::new("PRIVATE KEY", der),
-        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
-    )
-}
-
-/// Says what is wrong with a key file in words an operator can act on.
-fn pem_error(err: &pki_pem::Error, input: &[u8]) -> KeyError {
-    KeyError::Pem(match err {
-        // The PEM reader skips `ENCRYPTED PRIVATE KEY` blocks as unknown and
-        // fails on the RFC 1421 headers of legacy encrypted keys, so neither
-        // would otherwise say why the key was not usable.
-        pki_pem::Error::NoItemsFound | pki_pem::Error::Base64Decode(_)
-            if is_encrypted_key(input) =>
-        {
-            "encrypted private keys are not supported"
-        }
-        pki_pem::Error::NoItemsFound => "no private key block",
-        pki_pem::Error::MissingSectionEnd { .. } => "unterminated PEM block",
-        pki_pem::Error::IllegalSectionStart { .. } => "malformed PEM BEGIN line",
-        pki_pem::Error::Base64Decode(_) => "bad base64 in PEM body",
-        pki_pem::Error::SectionTooLarge => "PEM block too large",
-        _ => "unreadable PEM",
-    })
-}
-
-fn is_encrypted_key(input: &[u8]) -> bool {
-    const MARKERS: [&[u8]; 2] = [
-        b"-----BEGIN ENCRYPTED PRIVATE KEY-----",
-        b"Proc-Type: 4,ENCRYPTED",
-    ];
-    MARKERS
-        .iter()
-        .any(|marker| input.windows(marker.len()).any(|w| w == *marker))
-}
-
-/// The keys a provider publishes, one of which signs new tokens.
-///
-/// Old keys stay published after [`KeyRing::rotate`] so that tokens signed
-/// before a rotation keep verifying until they are retired.
-#[derive(Debug)]
-pub struct KeyRing {
-    state: RwLock<RingState>,
-}
-
-#[derive(Debug)]
-struct RingState {
-    published: Vec<Arc<SigningKey>>,
-    active: Arc<SigningKey>,
-}
-
-impl KeyRing {
-    /// A ring publishing just `key`, which is active.
-    pub fn new(key: SigningKey) -> Self {
-        let key = Arc::new(key);
-        Self {
-            state: RwLock::new(RingState {
-                published: vec![Arc::clone(&key)],
-                active: key,
-            }),
-        }
-    }
-
-    /// A ring with one freshly generated key.
-    pub fn generate(alg: Algorithm) -> Result<Self, KeyError> {
-        Ok(Self::new(SigningKey::generate(alg)?))
-    }
-
-    /// The key that signs new tokens.
-    pub fn active(&self) -> Arc<SigningKey> {
-        Arc::clone(&self.read().active)
-    }
-
-    /// All published keys, oldest first.
-    pub fn keys(&self) -> Vec<Arc<SigningKey>> {
-        self.read().published.clone()
-    }
-
-    /// The JWKS document: `{"keys": [...]}` with every published key.
-    pub fn jwks(&self) -> Value {
-        let keys: Vec<Value> = self
-            .read()
-            .published
-            .iter()
-            .map(|k| k.public_jwk())
-            .collect();
-        json!({ "keys": keys })
-    }
-
-    /// Generates a key with the active key's algorithm, publishes it and
-    /// makes it active. Earlier keys stay published.
-    pub fn rotate(&self) -> Result<Arc<SigningKey>, KeyError> {
-        let alg = self.active().alg();
-        // Generate outside the lock: RSA key generation takes a while.
-        let key = SigningKey::generate(alg)?;
-        Ok(self.add(key, true))
-    }
-
-    /// Publishes `key` (once: a key with the same kid is not added twice)
-    /// and, if `activate`, makes it the signing key.
-    pub fn add(&self, key: SigningKey, activate: bool) -> Arc<SigningKey> {
-        let mut state = self.write();
-        let key = match state.published.iter().find(|k| k.kid() == key.kid()) {
-            Some(existing) => Arc::clone(existing),
-            None => {
-                let key = Arc::new(key);
-                state.published.push(Arc::clone(&key));
-                key
-            }
-        };
-        if activate {
-            state.active = Arc::clone(&key);
-        }
-        key
-    }
-
-    /// Stops publishing the key with `kid`. The active key cannot be
-    /// retired; returns whether a key was removed.
-    pub fn retire(&self, kid: &str) -> bool {
-        let mut state = self.write();
-        if state.active.kid() == kid {
-            return false;
-        }
-        let before = state.published.len();
-        state.published.retain(|k| k.kid() != kid);
-        state.published.len() != before
-    }
-
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, RingState> {
-        // The state is replaced wholesale under the lock, so a panic
-        // elsewhere cannot leave it half-updated; poisoning is safe to ignore.
-        self.state.read().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, RingState> {
-        self.state.write().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aws_lc_rs::encoding::AsDer;
     use jsonwebtoken::jwk::{Jwk, ThumbprintHash};
     use jsonwebtoken::{DecodingKey, Validation};
+    use serde_json::json;
 
     fn verify(key: &SigningKey, token: &str) -> Value {
         let jwk: Jwk = serde_json::from_value(key.public_jwk()).unwrap();
@@ -650,27 +374,5 @@ mod tests {
                 String::from_utf8_lossy(input)
             );
         }
-    }
-
-    #[test]
-    fn strip_leading_zeros_keeps_a_single_zero() {
-        assert_eq!(strip_leading_zeros(&[0, 0, 1, 0]), &[1, 0]);
-        assert_eq!(strip_leading_zeros(&[0, 0]), &[0]);
-        assert_eq!(strip_leading_zeros(&[]), &[] as &[u8]);
-    }
-
-    #[test]
-    fn ring_rotation_keeps_old_keys_published() {
-        let ring = KeyRing::generate(Algorithm::ES256).unwrap();
-        let first = ring.active();
-        let second = ring.rotate().unwrap();
-        assert_ne!(first.kid(), second.kid());
-        assert_eq!(ring.active().kid(), second.kid());
-        assert_eq!(ring.keys().len(), 2);
-        assert!(!ring.retire(second.kid()));
-        ring.add((*first).clone(), false);
-        assert_eq!(ring.keys().len(), 2, "same kid is not published twice");
-        assert!(ring.retire(first.kid()));
-        assert_eq!(ring.jwks()["keys"].as_array().unwrap().len(), 1);
     }
 }
