@@ -2,15 +2,13 @@
 //! fails, unknown-kid refetch and its rate limit, rotation, stale keys,
 //! discovery, Cache-Control and the cache file.
 
-mod support;
-
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::support::*;
 use http::{Request, StatusCode, header};
 use idp_gate::demo::keys::{KeyRing, SigningKey};
 use jsonwebtoken::Algorithm;
 use serde_json::json;
-use support::*;
 use tokio::task::JoinSet;
 
 fn jwks_block(refresh: u64, min_refetch: u64, max_stale: u64) -> String {

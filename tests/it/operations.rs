@@ -3,15 +3,13 @@
 //! (refused by hyper, cancelled by the client, or served, with its byte
 //! counts), and logging that never stalls requests.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use http::Request;
 use serde_json::Value;
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

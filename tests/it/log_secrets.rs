@@ -3,19 +3,17 @@
 //! and its whole output is searched for every token, every signature and
 //! the client secret.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use bytes::Bytes;
 use http::{Request, header};
 use http_body_util::{BodyExt as _, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use jsonwebtoken::Algorithm;
 use serde_json::json;
-use support::*;
 use tokio::net::TcpStream;
 
 const BIN: &str = env!("CARGO_BIN_EXE_idp-gate");
@@ -110,7 +108,7 @@ routes:
     let mut expired_claims = claims(&issuer, "org_abc", &[]);
     expired_claims["exp"] = json!(1_000);
     let expired = sign(&ring.active(), &expired_claims);
-    let stranger = support::ring(Algorithm::RS256);
+    let stranger = crate::support::ring(Algorithm::RS256);
     let forged = sign(&stranger.active(), &claims(&issuer, "org_abc", &[]));
     let mut wrong_aud = claims(&issuer, "org_abc", &[]);
     wrong_aud["aud"] = json!("another-api");

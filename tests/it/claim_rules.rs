@@ -3,12 +3,10 @@
 //! namespaced claims) or JSON Pointers, and a mismatch is 403
 //! `claim_mismatch`.
 
-mod support;
-
+use crate::support::*;
 use http::{Request, header};
 use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
-use support::*;
 
 const ROUTES: &str = r#"routes:
   - name: deploy

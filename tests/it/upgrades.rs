@@ -2,17 +2,15 @@
 //! upstream, a real WebSocket client, the route's checks before the 101,
 //! `upgrades_total{route}`, and tunnels closed at shutdown.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::*;
 use futures_util::{SinkExt as _, StreamExt as _};
 use http::{HeaderMap, Request, StatusCode, header};
 use jsonwebtoken::Algorithm;
-use support::*;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::WebSocketStream;

@@ -3,16 +3,14 @@
 //! upstream failures, streaming, oversized and non-UTF-8 requests, and the
 //! admin listener with its metrics.
 
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::support::*;
 use http::{Method, Request, StatusCode, header};
 use jsonwebtoken::Algorithm;
 use serde_json::json;
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 

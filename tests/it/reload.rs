@@ -3,15 +3,13 @@
 //! configuration at once, bad files never replace a good one, and what a
 //! reload does not change (keys, verdicts, refresh tasks) is kept.
 
-mod support;
-
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use jsonwebtoken::Algorithm;
-use support::*;
 
 /// A directory laid out like a mounted ConfigMap: `config.yaml` is a
 /// symlink into `..data/`, and `..data` a symlink to a versioned directory
@@ -528,7 +526,7 @@ async fn a_changed_idp_ca_bundle_is_trusted_without_a_restart() {
         format!(
             "{}{}",
             listeners(),
-            support::config(
+            crate::support::config(
                 &jwks,
                 &echo,
                 &format!("  caFile: \"{}\"", ca_dir.path("ca.pem").display()),

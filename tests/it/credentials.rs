@@ -8,16 +8,14 @@
 //! The upstream sits behind a tap that keeps every byte the gateway sends
 //! it, so "never reached the upstream" is checked on the wire.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use crate::support::*;
 use http::{Method, Request, header};
 use idp_gate::explain::{ExplainRequest, explain};
 use jsonwebtoken::Algorithm;
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;

@@ -4,13 +4,11 @@
 //! budgets kept across a reload; and 100,000 organizations forgotten once
 //! they go quiet.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use jsonwebtoken::Algorithm;
 use serde_json::json;
-use support::*;
 
 /// A route limited to 3 requests a minute per organization (so nothing
 /// refills during a test), one without a limit, and a public one.

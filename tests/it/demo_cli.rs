@@ -147,7 +147,7 @@ fn printed_curls_answer_as_promised() {
             .take_while(char::is_ascii_digit)
             .collect()
     };
-    let dir = std::env::temp_dir().join(format!("idp-gate-explain-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("idp-gate-explain-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
     let config_file = dir.join("demo.yaml");
     let printed = Command::new(BIN)
@@ -256,7 +256,7 @@ fn print_config_shows_a_valid_config() {
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("listen: \"127.0.0.1:18080\""), "{text}");
-    let dir = std::env::temp_dir().join(format!("idp-gate-demo-config-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("idp-gate-demo-config-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("demo.yaml");
     std::fs::write(&file, &text).unwrap();

@@ -4,8 +4,6 @@
 //! that would wipe good keys, unverified e-mail identities, and upstream
 //! fan-out.
 
-mod support;
-
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -13,13 +11,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use bytes::Bytes;
 use http::{Request, header};
 use http_body_util::{BodyExt as _, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use jsonwebtoken::Algorithm;
 use serde_json::json;
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
@@ -247,7 +245,7 @@ async fn idle_http2_connections_are_closed() {
 async fn a_silent_tls_client_is_released_at_the_head_deadline() {
     // The TLS handshake itself is under the same clock: a client that
     // connects to a TLS listener and says nothing is closed on time.
-    let dir = std::env::temp_dir().join(format!("idp-gate-tls-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("idp-gate-tls-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
     let (cert_path, key_path) = (dir.join("c.pem"), dir.join("k.pem"));
@@ -498,7 +496,7 @@ async fn a_jwks_without_usable_keys_keeps_the_last_good_ones() {
     let ring = ring(Algorithm::RS256);
     let jwks = JwksServer::with_ring(ring.clone()).await;
     let echo = Echo::start().await;
-    let dir = std::env::temp_dir().join(format!("idp-gate-empty-jwks-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("idp-gate-empty-jwks-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
     let cache = dir.join("jwks.json");
     let extra = format!(
@@ -517,7 +515,7 @@ async fn a_jwks_without_usable_keys_keeps_the_last_good_ones() {
         jwks.serve(JwksSource::Json(empty));
         let before = jwks.fetches();
         // An unknown kid makes the gateway refetch at once.
-        let stranger = support::ring(Algorithm::RS256);
+        let stranger = crate::support::ring(Algorithm::RS256);
         let t = sign(&stranger.active(), &claims(&jwks.issuer(), "org_abc", &[]));
         assert_eq!(gate.get("/api/y", Some(&t)).await.status, 401);
         assert!(jwks.wait_fetches(before + 1, Duration::from_secs(5)).await);

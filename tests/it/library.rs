@@ -3,18 +3,16 @@
 //! the same refusals, and the verified identity in its handlers. Also the
 //! layer on its own, wrapping a plain tower service.
 
-mod support;
-
 use std::convert::Infallible;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use bytes::Bytes;
 use http::{Request, Response, header};
 use http_body_util::{BodyExt as _, Full};
 use idp_gate::{AuthLayer, Verified};
 use jsonwebtoken::Algorithm;
-use support::*;
 use tokio::io::AsyncBufReadExt;
 use tower::{Layer, Service};
 
@@ -103,7 +101,7 @@ async fn the_axum_example_is_protected_like_the_sidecar() {
     assert_eq!(r.status, 403);
     assert_eq!(r.json()["error_description"], "organization_denied");
     let forged = sign(
-        &support::ring(Algorithm::RS256).active(),
+        &crate::support::ring(Algorithm::RS256).active(),
         &claims(&jwks.issuer(), "org_abc", &[]),
     );
     let r = get("/api/hello", Some(&forged)).await;

@@ -2,8 +2,6 @@
 //! over TLS (h2) with gRPC-style bodies and trailers passing through, and
 //! the connection pool closing idle connections on time.
 
-mod support;
-
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,6 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::combinators::BoxBody;
@@ -19,7 +18,6 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use jsonwebtoken::Algorithm;
-use support::*;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 

@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 #[tokio::test]
 async fn terminates_tls_and_forwards_as_https() {
     idp_gate::internals::tls::install_crypto_provider();
-    let dir = std::env::temp_dir().join(format!("idp-gate-tls-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("idp-gate-tls-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     let cert_file = dir.join("tls.crt");

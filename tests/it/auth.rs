@@ -2,15 +2,13 @@
 //! of the contract, with forged, expired, mis-issued and mis-scoped tokens
 //! refused with the right status, `WWW-Authenticate`, reason and metric.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use http::{Method, Request, header};
 use idp_gate::demo::keys::SigningKey;
 use jsonwebtoken::Algorithm;
 use serde_json::json;
-use support::*;
 
 // ---------------------------------------------------------------- algorithms
 
