@@ -5,93 +5,25 @@
 //! Every child process is killed on drop; readiness is awaited by polling the
 //! admin `/readyz` in a bounded loop, never by a fixed sleep.
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Output, Stdio};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HOST, WWW_AUTHENTICATE};
-use http::{HeaderMap, Request};
-use http_body_util::{BodyExt as _, Full};
-use hyper_util::rt::TokioIo;
-use idp_gate::demo::keys::KeyRing;
+use http::header::WWW_AUTHENTICATE;
+use idp_gate::demo::idp::{DevClient, DevIdpSettings};
 use idp_gate::demo::mint::{MintRequest, mint};
-use idp_gate::demo::{echo, idp};
 use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
+use tokio::io::AsyncWriteExt as _;
+use tokio::net::TcpStream;
 
-const BIN: &str = env!("CARGO_BIN_EXE_idp-gate");
+use crate::support::*;
+
 const API_AUDIENCE: &str = "https://api.idp-gate.test";
 const CLIENT_ID: &str = "gate-test-client";
 
-// ---------------------------------------------------------------------------
-// Helpers: temp dirs, one-shot commands, free ports.
-
-/// A private directory removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        let dir = std::env::temp_dir().join(format!("idp-gate-cli-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).expect("create temp dir");
-        TempDir(dir)
-    }
-
-    fn write(&self, name: &str, text: &str) -> PathBuf {
-        let path = self.0.join(name);
-        std::fs::write(&path, text).expect("write config");
-        path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Runs the binary to completion, killing it if it outlives `limit`.
-fn run_bounded(args: &[&str], env: &[(&str, &str)], limit: Duration) -> (Output, Duration) {
-    let mut cmd = std::process::Command::new(BIN);
-    cmd.args(args)
-        .env_remove("IDP_GATE_CONFIG")
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let start = Instant::now();
-    let child = cmd.spawn().expect("spawn idp-gate");
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(limit) {
-        Ok(out) => (out.expect("wait for idp-gate"), start.elapsed()),
-        Err(_) => {
-            let _ = std::process::Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-            panic!(
-                "`idp-gate {}` did not exit within {limit:?}",
-                args.join(" ")
-            );
-        }
-    }
-}
-
 fn check_config(path: &Path, env: &[(&str, &str)]) -> (bool, String) {
-    let (out, _) = run_bounded(
-        &["check-config", path.to_str().unwrap()],
-        env,
+    let (out, _) = run(
+        idp_gate(&["check-config", path.to_str().unwrap()]).envs(env.iter().copied()),
         Duration::from_secs(20),
     );
     let text = format!(
@@ -106,276 +38,20 @@ fn check_config(path: &Path, env: &[(&str, &str)]) -> (bool, String) {
     }
 }
 
-/// A port that was free a moment ago (the listener is dropped at once).
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
+/// `idp-gate --log-format json run` on `yaml`, logging at `debug`.
+fn launch(yaml: &str) -> Launch {
+    GateProcess::config(yaml)
+        .arg("--log-format")
+        .arg("json")
+        .env("RUST_LOG", "debug")
 }
 
-// ---------------------------------------------------------------------------
-// Helpers: a minimal HTTP/1.1 client.
-
-struct Reply {
-    status: u16,
-    headers: HeaderMap,
-    body: String,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.body))
-    }
-
-    fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-    }
-}
-
-async fn send(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: Option<(&str, String)>,
-) -> Result<Reply, String> {
-    let exchange = async {
-        let stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| e.to_string())?;
-        tokio::spawn(conn);
-        let mut builder = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(HOST, addr.to_string());
-        for (k, v) in headers {
-            builder = builder.header(*k, *v);
-        }
-        let data = match body {
-            Some((content_type, data)) => {
-                builder = builder.header(CONTENT_TYPE, content_type);
-                data
-            }
-            None => String::new(),
-        };
-        let req = builder
-            .body(Full::new(Bytes::from(data)))
-            .map_err(|e| e.to_string())?;
-        let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
-        let (parts, body) = resp.into_parts();
-        let bytes = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
-        Ok(Reply {
-            status: parts.status.as_u16(),
-            headers: parts.headers,
-            body: String::from_utf8_lossy(&bytes).into_owned(),
-        })
-    };
-    tokio::time::timeout(Duration::from_secs(15), exchange)
-        .await
-        .map_err(|_| format!("{method} {path} on {addr} timed out"))?
-}
-
-async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Reply {
-    send(addr, "GET", path, headers, None)
-        .await
-        .unwrap_or_else(|e| panic!("GET {path}: {e}"))
-}
-
-// ---------------------------------------------------------------------------
-// Helpers: the gateway as a child process.
-
-/// A running `idp-gate run`, killed on drop.
-struct Gate {
-    child: tokio::process::Child,
-    pid: u32,
-    proxy: SocketAddr,
-    admin: SocketAddr,
-    lines: Arc<Mutex<Vec<String>>>,
-    reader: Option<JoinHandle<()>>,
-    _dir: TempDir,
-}
-
-impl Drop for Gate {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-    }
-}
-
-/// How `run` finds its config.
-#[derive(Clone, Copy)]
-enum ConfigVia {
-    Flag,
-    Env,
-}
-
-impl Gate {
-    /// Starts `idp-gate run` with the config `yaml(proxy, admin)` and waits
-    /// until `/readyz` says 200. Retries with new ports if one was taken in
-    /// the meantime.
-    async fn start(
-        yaml: impl Fn(SocketAddr, SocketAddr) -> String,
-        env: &[(&str, &str)],
-        via: ConfigVia,
-    ) -> Gate {
-        for attempt in 0..3 {
-            let (proxy, admin) = (free_addr(), free_addr());
-            if proxy == admin {
-                continue;
-            }
-            let dir = TempDir::new();
-            let path = dir.write("gate.yaml", &yaml(proxy, admin));
-            let mut cmd = tokio::process::Command::new(BIN);
-            cmd.arg("--log-format")
-                .arg("json")
-                .arg("run")
-                .env_remove("IDP_GATE_CONFIG")
-                .env("RUST_LOG", "debug")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .kill_on_drop(true);
-            match via {
-                ConfigVia::Flag => {
-                    cmd.arg("--config").arg(&path);
-                }
-                ConfigVia::Env => {
-                    cmd.env("IDP_GATE_CONFIG", &path);
-                }
-            }
-            for (k, v) in env {
-                cmd.env(k, v);
-            }
-            let mut child = cmd.spawn().expect("spawn idp-gate run");
-            let pid = child.id().expect("pid");
-            let stderr = child.stderr.take().expect("stderr");
-            let lines = Arc::new(Mutex::new(Vec::new()));
-            let sink = lines.clone();
-            let reader = tokio::spawn(async move {
-                let mut it = BufReader::new(stderr).lines();
-                while let Ok(Some(line)) = it.next_line().await {
-                    sink.lock().unwrap().push(line);
-                }
-            });
-            let mut gate = Gate {
-                child,
-                pid,
-                proxy,
-                admin,
-                lines,
-                reader: Some(reader),
-                _dir: dir,
-            };
-            match gate.wait_ready().await {
-                Ok(()) => return gate,
-                Err(exited) => {
-                    let logs = gate.logs().await.join("\n");
-                    if exited && attempt < 2 && logs.contains("cannot listen") {
-                        continue;
-                    }
-                    panic!("idp-gate did not become ready (exited: {exited}):\n{logs}");
-                }
-            }
-        }
-        unreachable!("three attempts either returned or panicked")
-    }
-
-    /// Polls `/readyz` (100 × 50 ms). `Err(true)` if the process exited.
-    async fn wait_ready(&mut self) -> Result<(), bool> {
-        for _ in 0..100 {
-            if self.child.try_wait().expect("try_wait").is_some() {
-                return Err(true);
-            }
-            // Until this gate logs that it has bound both ports, another
-            // test's server could hold the admin port it was given.
-            let listening = self
-                .lines
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|l| l.contains("idp-gate listening"));
-            if listening
-                && let Ok(r) = send(self.admin, "GET", "/readyz", &[], None).await
-                && r.status == 200
-                && serde_json::from_str::<Value>(&r.body).is_ok_and(|v| v["status"] == "ready")
-            {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Err(false)
-    }
-
-    fn sigterm(&self) {
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &self.pid.to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -TERM {} failed", self.pid);
-    }
-
-    /// Waits for the process to exit, at most `limit`.
-    async fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
-        match tokio::time::timeout(limit, self.child.wait()).await {
-            Ok(status) => status.expect("wait"),
-            Err(_) => {
-                let _ = self.child.start_kill();
-                panic!(
-                    "idp-gate did not exit within {limit:?}:\n{}",
-                    self.lines.lock().unwrap().join("\n")
-                );
-            }
-        }
-    }
-
-    /// SIGTERM, then the exit status and how long it took.
-    async fn terminate(&mut self, limit: Duration) -> (ExitStatus, Duration) {
-        let start = Instant::now();
-        self.sigterm();
-        let status = self.wait_exit(limit).await;
-        (status, start.elapsed())
-    }
-
-    /// Every stderr line; complete once the process has exited.
-    async fn logs(&mut self) -> Vec<String> {
-        if self.child.try_wait().ok().flatten().is_some()
-            && let Some(reader) = self.reader.take()
-        {
-            let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
-        }
-        self.lines.lock().unwrap().clone()
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Helpers: in-process IdP and upstreams.
-
-async fn start_echo() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(echo::serve(listener, std::future::pending()));
-    addr
-}
-
-struct DevIdp {
-    issuer: String,
-    keys: Arc<KeyRing>,
-    token_url: SocketAddr,
-}
-
+/// The dev IdP with one client of `org_acme` whose secret is `client_secret`.
 async fn start_idp(client_secret: &str) -> DevIdp {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let issuer = format!("http://{addr}/");
-    let keys = Arc::new(KeyRing::generate(Algorithm::RS256).unwrap());
-    let settings = idp::DevIdpSettings {
-        issuer: issuer.clone(),
+    DevIdp::start(Algorithm::RS256, "", |issuer| DevIdpSettings {
+        issuer,
         api_audience: API_AUDIENCE.into(),
-        clients: vec![idp::DevClient {
+        clients: vec![DevClient {
             client_id: CLIENT_ID.into(),
             client_secret: client_secret.into(),
             organization: Some("org_acme".into()),
@@ -383,56 +59,8 @@ async fn start_idp(client_secret: &str) -> DevIdp {
         }],
         users: vec![],
         token_ttl: Duration::from_secs(300),
-    };
-    tokio::spawn(idp::serve(
-        listener,
-        Arc::new(settings),
-        keys.clone(),
-        std::future::pending(),
-    ));
-    DevIdp {
-        issuer,
-        keys,
-        token_url: addr,
-    }
-}
-
-/// An upstream that answers `slow` after `delay`, and reports on `seen`
-/// each request for `path` it has received (only those: a stray connection
-/// from another test must not look like the gateway's request).
-async fn start_slow_upstream(
-    delay: Duration,
-    path: &'static str,
-    seen: tokio::sync::mpsc::Sender<()>,
-) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let seen = seen.clone();
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 1 << 20 {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                if head.starts_with(format!("GET {path} ").as_bytes()) {
-                    let _ = seen.send(()).await;
-                }
-                tokio::time::sleep(delay).await;
-                let _ = stream
-                    .write_all(
-                        b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\nslow",
-                    )
-                    .await;
-                let _ = stream.shutdown().await;
-            });
-        }
-    });
-    addr
+    })
+    .await
 }
 
 // ---------------------------------------------------------------------------
@@ -508,7 +136,7 @@ fn mentions(out: &str, path: &str) -> bool {
 
 #[test]
 fn check_config_accepts_an_example_config_with_env_expansion() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli");
     let file = dir.write("example.yaml", EXAMPLE);
 
     // `${VAR}` set through the child's env; `${VAR:-default}` unset → default.
@@ -537,7 +165,7 @@ fn check_config_accepts_an_example_config_with_env_expansion() {
 
 #[test]
 fn check_config_reports_every_problem_with_its_path_in_one_run() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli");
     let file = dir.write(
         "bad.yaml",
         r#"
@@ -586,7 +214,7 @@ routes:
     // An empty allow-list is its own problem, reported beside the others.
     let file = dir.write(
         "empty-algs.yaml",
-        &std::fs::read_to_string(&file)
+        std::fs::read_to_string(&file)
             .unwrap()
             .replace("[RS256, none]", "[]"),
     );
@@ -605,7 +233,7 @@ routes:
 
 #[test]
 fn check_config_names_an_unknown_key_and_its_path() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli");
     let file = dir.write(
         "typo.yaml",
         r#"
@@ -636,7 +264,7 @@ routes: [ { name: a, auth: none, match: { pathPrefx: /a }, upstream: good } ]
 
 #[test]
 fn check_config_names_gateway_headers_and_shared_cache_files_by_path() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli");
     let file = dir.write(
         "headers.yaml",
         r#"
@@ -688,8 +316,8 @@ forwarding:
 
 #[test]
 fn check_config_on_a_missing_file_fails() {
-    let dir = TempDir::new();
-    let (ok, out) = check_config(&dir.0.join("nope.yaml"), &[]);
+    let dir = TempDir::new("cli");
+    let (ok, out) = check_config(&dir.join("nope.yaml"), &[]);
     assert!(!ok, "{out}");
     assert!(out.contains("cannot read"), "{out}");
 }
@@ -699,7 +327,7 @@ fn check_config_on_a_missing_file_fails() {
 
 #[test]
 fn run_with_a_bad_config_exits_quickly_with_one_line() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli");
     let file = dir.write(
         "bad.yaml",
         r#"
@@ -711,9 +339,8 @@ routes:
   - { name: b, auth: none, match: { pathPrefix: /b }, upstream: nowhere }
 "#,
     );
-    let (out, took) = run_bounded(
-        &["run", "--config", file.to_str().unwrap()],
-        &[],
+    let (out, took) = run(
+        &mut idp_gate(&["run", "--config", file.to_str().unwrap()]),
         Duration::from_secs(10),
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -728,10 +355,10 @@ routes:
 fn run_fails_with_a_reason_when_its_port_is_taken() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli");
     let file = dir.write(
         "taken.yaml",
-        &format!(
+        format!(
             r#"
 listen: "127.0.0.1:{port}"
 admin: {{ listen: "127.0.0.1:0" }}
@@ -740,9 +367,8 @@ routes: [ {{ name: a, auth: none, match: {{ pathPrefix: /a }}, upstream: good }}
 "#
         ),
     );
-    let (out, _) = run_bounded(
-        &["run", "--config", file.to_str().unwrap()],
-        &[],
+    let (out, _) = run(
+        &mut idp_gate(&["run", "--config", file.to_str().unwrap()]),
         Duration::from_secs(10),
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -755,7 +381,7 @@ routes: [ {{ name: a, auth: none, match: {{ pathPrefix: /a }}, upstream: good }}
 
 #[test]
 fn version_prints_version_and_commit() {
-    let (out, _) = run_bounded(&["version"], &[], Duration::from_secs(10));
+    let (out, _) = run(&mut idp_gate(&["version"]), Duration::from_secs(10));
     assert!(out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout);
     let expected = format!("idp-gate {} ", env!("CARGO_PKG_VERSION"));
@@ -772,16 +398,13 @@ fn version_prints_version_and_commit() {
     );
 }
 
-fn public_config(listen: SocketAddr, admin: SocketAddr, upstream: SocketAddr) -> String {
+fn public_config(upstream: &str) -> String {
     format!(
         r#"
-listen: "{listen}"
 shutdownGraceSeconds: 5
-admin:
-  listen: "{admin}"
 upstreams:
   up:
-    url: "http://{upstream}"
+    url: "{upstream}"
 routes:
   - name: public
     match: {{ pathPrefix: /public }}
@@ -793,32 +416,26 @@ routes:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_reads_its_config_from_idp_gate_config() {
-    let echo = start_echo().await;
-    let mut gate = Gate::start(|l, a| public_config(l, a, echo), &[], ConfigVia::Env).await;
-    let r = get(gate.proxy, "/public/hello", &[]).await;
-    assert_eq!(r.status, 200, "{}", r.body);
+    let echo = Echo::start().await;
+    let mut gate = launch(&public_config(&echo.url()))
+        .config_from_env()
+        .ready()
+        .await;
+    let r = gate.get("/public/hello", None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["path"], "/public/hello");
-    let (status, _) = gate.terminate(Duration::from_secs(10)).await;
+    let (status, _) = gate.proc.terminate(Duration::from_secs(10)).await;
     assert!(status.success(), "{status:?}");
 }
 
 // ---------------------------------------------------------------------------
 // End to end
 
-fn jwt_config(
-    listen: SocketAddr,
-    admin: SocketAddr,
-    issuer: &str,
-    jwks_endpoint: Option<&str>,
-    echo: SocketAddr,
-) -> String {
+fn jwt_config(issuer: &str, jwks_endpoint: Option<&str>, echo: &str) -> String {
     let jwks = jwks_endpoint.map_or(String::new(), |u| format!("  jwksEndpoint: \"{u}\"\n"));
     format!(
         r#"
-listen: "{listen}"
 shutdownGraceSeconds: 5
-admin:
-  listen: "{admin}"
 idp:
   issuer: "{issuer}"
 {jwks}  audiences: ["${{GATE_T_AUDIENCE}}"]
@@ -826,7 +443,7 @@ idp:
   algorithms: [RS256, HS256]
 upstreams:
   echo:
-    url: "http://{echo}"
+    url: "{echo}"
 routes:
   - name: public
     match: {{ path: /public }}
@@ -842,20 +459,14 @@ routes:
 }
 
 async fn client_credentials_token(idp: &DevIdp, secret: &str) -> String {
-    let form = format!(
-        "grant_type=client_credentials&client_id={CLIENT_ID}&client_secret={secret}&audience={}",
-        url::form_urlencoded::byte_serialize(API_AUDIENCE.as_bytes()).collect::<String>()
-    );
-    let r = send(
-        idp.token_url,
-        "POST",
-        "/oauth/token",
-        &[],
-        Some(("application/x-www-form-urlencoded", form)),
-    )
-    .await
-    .expect("token request");
-    assert_eq!(r.status, 200, "{}", r.body);
+    let form = [
+        ("grant_type", "client_credentials"),
+        ("client_id", CLIENT_ID),
+        ("client_secret", secret),
+        ("audience", API_AUDIENCE),
+    ];
+    let r = post_form(&idp.token_url(), &form, None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
     r.json()["access_token"]
         .as_str()
         .expect("access_token")
@@ -864,40 +475,31 @@ async fn client_credentials_token(idp: &DevIdp, secret: &str) -> String {
 
 /// The request id of a reply: the header on proxied responses, the body
 /// field on the gateway's own.
-fn request_id_of(r: &Reply) -> String {
-    let h = r.header("x-request-id");
-    if !h.is_empty() {
-        return h.to_owned();
+fn request_id_of(r: &Resp) -> String {
+    if let Some(h) = r.header("x-request-id").filter(|h| !h.is_empty()) {
+        return h;
     }
     r.json()["request_id"]
         .as_str()
-        .unwrap_or_else(|| panic!("no request id in {}", r.body))
+        .unwrap_or_else(|| panic!("no request id in {}", r.text()))
         .to_owned()
 }
 
 async fn end_to_end(discovery: bool) {
     let secret = format!("cs-{}", uuid::Uuid::new_v4().simple());
     let idp = start_idp(&secret).await;
-    let echo = start_echo().await;
-    let jwks_url = format!("{}.well-known/jwks.json", idp.issuer);
-    let issuer = idp.issuer.clone();
-    let mut gate = Gate::start(
-        |l, a| {
-            jwt_config(
-                l,
-                a,
-                &issuer,
-                (!discovery).then_some(jwks_url.as_str()),
-                echo,
-            )
-        },
-        &[
-            ("GATE_T_AUDIENCE", API_AUDIENCE),
-            ("GATE_T_CLIENT_SECRET", &secret),
-        ],
-        ConfigVia::Flag,
-    )
-    .await;
+    let echo = Echo::start().await;
+    let jwks_url = format!("{}.well-known/jwks.json", idp.issuer());
+    let yaml = jwt_config(
+        &idp.issuer(),
+        (!discovery).then_some(jwks_url.as_str()),
+        &echo.url(),
+    );
+    let mut gate = launch(&yaml)
+        .env("GATE_T_AUDIENCE", API_AUDIENCE)
+        .env("GATE_T_CLIENT_SECRET", &secret)
+        .ready()
+        .await;
 
     // Tokens: from the token endpoint, minted offline, HS256 with the
     // client secret, and one with another token's signature.
@@ -905,7 +507,7 @@ async fn end_to_end(discovery: bool) {
     let other = mint(
         &idp.keys.active(),
         &MintRequest {
-            issuer: idp.issuer.clone(),
+            issuer: idp.issuer(),
             audience: vec![API_AUDIENCE.into()],
             org: Some("org_other".into()),
             user: "mallory@example.com".into(),
@@ -915,14 +517,11 @@ async fn end_to_end(discovery: bool) {
         },
     )
     .unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now = now();
     let hs = jsonwebtoken::encode(
         &jsonwebtoken::Header::new(Algorithm::HS256),
         &json!({
-            "iss": idp.issuer, "aud": API_AUDIENCE, "sub": "hs-user", "org_id": "org_acme",
+            "iss": idp.issuer(), "aud": API_AUDIENCE, "sub": "hs-user", "org_id": "org_acme",
             "iat": now, "exp": now + 300, "jti": uuid::Uuid::new_v4().to_string(),
         }),
         &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()).unwrap(),
@@ -932,71 +531,57 @@ async fn end_to_end(discovery: bool) {
     let other_parts: Vec<&str> = other.split('.').collect();
     assert_eq!(acme_parts.len(), 3);
     let forged = format!("{}.{}.{}", acme_parts[0], acme_parts[1], other_parts[2]);
-    let bearer = |t: &str| format!("Bearer {t}");
 
     let mut sent: Vec<(String, u16)> = Vec::new();
 
-    let ok = get(
-        gate.proxy,
-        "/api/items?x=1",
-        &[("authorization", &bearer(&acme))],
-    )
-    .await;
-    assert_eq!(ok.status, 200, "{}", ok.body);
+    let ok = gate.get("/api/items?x=1", Some(&acme)).await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
     let echoed = ok.json();
     assert_eq!(echoed["path"], "/api/items?x=1");
-    assert_eq!(echoed["headers"]["x-forwarded-org"], "org_acme");
-    assert_eq!(
-        echoed["headers"]["x-forwarded-sub"],
-        "gate-test-client@clients"
-    );
+    ok.assert_upstream(&[
+        ("x-forwarded-org", "org_acme"),
+        ("x-forwarded-sub", "gate-test-client@clients"),
+    ]);
     sent.push((request_id_of(&ok), 200));
 
-    let hs_ok = get(gate.proxy, "/api/items", &[("authorization", &bearer(&hs))]).await;
-    assert_eq!(hs_ok.status, 200, "{}", hs_ok.body);
+    let hs_ok = gate.get("/api/items", Some(&hs)).await;
+    assert_eq!(hs_ok.status, 200, "{}", hs_ok.text());
     sent.push((request_id_of(&hs_ok), 200));
 
-    let denied = get(
-        gate.proxy,
-        "/api/items",
-        &[("authorization", &bearer(&other))],
-    )
-    .await;
-    assert_eq!(denied.status, 403, "{}", denied.body);
+    let denied = gate.get("/api/items", Some(&other)).await;
+    assert_eq!(denied.status, 403, "{}", denied.text());
     assert_eq!(denied.json()["error_description"], "organization_denied");
     sent.push((request_id_of(&denied), 403));
 
-    let missing = get(gate.proxy, "/api/items", &[]).await;
-    assert_eq!(missing.status, 401, "{}", missing.body);
-    let challenge = missing.header(WWW_AUTHENTICATE.as_str());
+    let missing = gate.get("/api/items", None).await;
+    assert_eq!(missing.status, 401, "{}", missing.text());
+    let challenge = missing
+        .header(WWW_AUTHENTICATE.as_str())
+        .unwrap_or_default();
     assert!(
         challenge.starts_with("Bearer") && !challenge.contains("error="),
         "{challenge}"
     );
     sent.push((request_id_of(&missing), 401));
 
-    let bad = get(
-        gate.proxy,
-        "/api/items",
-        &[("authorization", &bearer(&forged))],
-    )
-    .await;
-    assert_eq!(bad.status, 401, "{}", bad.body);
+    let bad = gate.get("/api/items", Some(&forged)).await;
+    assert_eq!(bad.status, 401, "{}", bad.text());
     assert!(
         bad.header(WWW_AUTHENTICATE.as_str())
+            .unwrap_or_default()
             .contains("invalid_token")
     );
-    assert!(!bad.body.contains(&forged));
+    assert!(!bad.text().contains(&forged));
     sent.push((request_id_of(&bad), 401));
 
-    let public = get(gate.proxy, "/public", &[]).await;
-    assert_eq!(public.status, 200, "{}", public.body);
+    let public = gate.get("/public", None).await;
+    assert_eq!(public.status, 200, "{}", public.text());
     sent.push((request_id_of(&public), 200));
 
-    let (status, took) = gate.terminate(Duration::from_secs(10)).await;
+    let (status, took) = gate.proc.terminate(Duration::from_secs(10)).await;
     assert!(status.success(), "{status:?}");
     assert!(took < Duration::from_secs(5), "took {took:?}");
-    let logs = gate.logs().await;
+    let logs = gate.logs();
 
     // Every line is JSON.
     let parsed: Vec<Value> = logs
@@ -1061,29 +646,25 @@ async fn end_to_end_with_discovery() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_requests_then_exits_zero() {
     let grace = Duration::from_secs(5);
-    let (seen_tx, mut seen) = tokio::sync::mpsc::channel(4);
-    let slow = start_slow_upstream(Duration::from_secs(1), "/public/slow", seen_tx).await;
-    let mut gate = Gate::start(|l, a| public_config(l, a, slow), &[], ConfigVia::Flag).await;
+    let slow = SlowUpstream::start(Duration::from_secs(1)).await;
+    let mut gate = launch(&public_config(&slow.url())).ready().await;
 
-    let proxy = gate.proxy;
-    let inflight = tokio::spawn(async move { send(proxy, "GET", "/public/slow", &[], None).await });
-    tokio::time::timeout(Duration::from_secs(10), seen.recv())
-        .await
-        .expect("the request reached the upstream")
-        .expect("upstream channel open");
+    let url = gate.url("/public/slow");
+    let inflight = tokio::spawn(async move { fetch(&url, &[]).await });
+    slow.arrived("/public/slow").await;
 
     let start = Instant::now();
-    gate.sigterm();
+    gate.proc.signal("-TERM");
 
     // Not ready any more (503), or the admin port is already closed.
     let mut not_ready = false;
     for _ in 0..100 {
-        match send(gate.admin, "GET", "/readyz", &[], None).await {
+        match fetch(&gate.admin_url("/readyz"), &[]).await {
             Ok(r) if r.status == 200 => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             Ok(r) => {
-                assert_eq!(r.status, 503, "{}", r.body);
+                assert_eq!(r.status, 503, "{}", r.text());
                 not_ready = true;
                 break;
             }
@@ -1095,45 +676,36 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
     }
     assert!(not_ready, "/readyz stayed 200 after SIGTERM");
     // New requests are refused or answered 503 while draining.
-    if let Ok(r) = send(gate.proxy, "GET", "/public/new", &[], None).await {
-        assert_eq!(r.status, 503, "{}", r.body);
+    if let Ok(r) = fetch(&gate.url("/public/new"), &[]).await {
+        assert_eq!(r.status, 503, "{}", r.text());
     }
 
     let r = inflight.await.unwrap().expect("the in-flight request");
-    assert_eq!(r.status, 200, "{}", r.body);
-    assert_eq!(r.body, "slow");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), "slow");
 
-    let status = gate.wait_exit(grace + Duration::from_secs(5)).await;
+    let status = gate.proc.exit_within(grace + Duration::from_secs(5)).await;
     let took = start.elapsed();
     assert!(status.success(), "{status:?}");
     assert!(took < grace, "exit took {took:?}, grace {grace:?}");
 }
 
-async fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> String {
-    let mut stream = TcpStream::connect(addr).await.expect("connect");
-    // The server may close before reading everything; that is fine.
-    let _ = stream.write_all(bytes).await;
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut out)).await;
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_never_kills_the_gateway() {
-    let echo = start_echo().await;
-    let mut gate = Gate::start(|l, a| public_config(l, a, echo), &[], ConfigVia::Flag).await;
+    let echo = Echo::start().await;
+    let mut gate = launch(&public_config(&echo.url())).ready().await;
 
-    let garbage = raw_exchange(gate.proxy, b"GARBAGE\r\n\r\n").await;
+    let garbage = raw(gate.proxy, b"GARBAGE\r\n\r\n").await;
     assert!(garbage.starts_with("HTTP/1.1 400"), "{garbage}");
 
-    let binary = raw_exchange(gate.proxy, &[0u8, 0xff, 0xfe, 0x13, 0x37, b'\n', 0, 0]).await;
+    let binary = raw(gate.proxy, &[0u8, 0xff, 0xfe, 0x13, 0x37, b'\n', 0, 0]).await;
     assert!(binary.starts_with("HTTP/1.1 400"), "{binary}");
 
     let mut huge = b"GET /public HTTP/1.1\r\nHost: x\r\nX-Huge: ".to_vec();
     huge.extend(std::iter::repeat_n(b'a', 200 * 1024));
     huge.extend_from_slice(b"\r\n\r\n");
     // 431, or a reset if the server closed while the client was still writing.
-    let big = raw_exchange(gate.proxy, &huge).await;
+    let big = raw(gate.proxy, &huge).await;
     assert!(big.is_empty() || big.starts_with("HTTP/1.1 431"), "{big}");
 
     // A body cut off half-way: the client goes away mid-request.
@@ -1143,17 +715,13 @@ async fn bad_input_never_kills_the_gateway() {
         .expect("write");
     drop(cut);
 
-    let r = get(gate.proxy, "/public/after", &[]).await;
-    assert_eq!(r.status, 200, "{}", r.body);
+    let r = gate.get("/public/after", None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["path"], "/public/after");
-    assert!(
-        gate.child.try_wait().unwrap().is_none(),
-        "the gateway exited"
-    );
-    let ready = get(gate.admin, "/readyz", &[]).await;
-    assert_eq!(ready.status, 200);
+    gate.proc.assert_running();
+    assert_eq!(gate.readyz().await.status, 200);
 
-    let (status, _) = gate.terminate(Duration::from_secs(10)).await;
+    let (status, _) = gate.proc.terminate(Duration::from_secs(10)).await;
     assert!(status.success(), "{status:?}");
 }
 
@@ -1179,24 +747,15 @@ fn shipped_configs_are_valid() {
     ];
     for (file, env) in cases {
         let path = root.join(file);
-        let out = std::process::Command::new(BIN)
-            .arg("check-config")
-            .arg(&path)
-            .envs(env.iter().copied())
-            .output()
-            .unwrap();
+        let check = || idp_gate(&["check-config", path.to_str().unwrap()]);
+        let (out, _) = run(check().envs(env.iter().copied()), Duration::from_secs(20));
         assert!(
             out.status.success(),
             "{file}: {}",
             String::from_utf8_lossy(&out.stdout)
         );
         // Without them, the missing variables are named.
-        let out = std::process::Command::new(BIN)
-            .arg("check-config")
-            .arg(&path)
-            .env_remove("IDP_CLIENT_ID")
-            .output()
-            .unwrap();
+        let (out, _) = run(check().env_remove("IDP_CLIENT_ID"), Duration::from_secs(20));
         assert!(!out.status.success());
         assert!(String::from_utf8_lossy(&out.stdout).contains("IDP_CLIENT_ID"));
     }

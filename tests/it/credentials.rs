@@ -9,7 +9,6 @@
 //! it, so "never reached the upstream" is checked on the wire.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use crate::support::*;
@@ -345,8 +344,7 @@ async fn a_header_token_is_removed_from_the_forwarded_headers() {
                 &[("x-api-token", &token), ("x_api_token", &forged)],
             )
             .await;
-        assert_eq!(r.upstream_header("x-api-token"), None);
-        assert_eq!(r.upstream_header("x_api_token"), None);
+        r.assert_not_upstream(&["x-api-token", "x_api_token"]);
         assert_eq!(
             r.upstream_header("authorization"),
             forward.then(|| format!("Bearer {token}")),
@@ -460,16 +458,15 @@ async fn explain_shows_a_query_token_redacted_and_the_query_as_forwarded() {
 async fn the_explain_command_never_prints_a_query_token() {
     let s = Setup::start(true, "").await;
     let token = s.token();
-    let dir = std::env::temp_dir().join(format!("idp-gate-cred-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("gate.yaml");
-    std::fs::write(&file, &s.yaml).unwrap();
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_idp-gate"))
-        .arg("explain")
-        .arg("--config")
-        .arg(Path::new(&file))
+    let dir = TempDir::new("cred");
+    let file = dir.write("gate.yaml", &s.yaml);
+    // Run from here, not blocking: it fetches the keys from this process.
+    let mut explain = idp_gate(&["explain", "--config"]);
+    explain
+        .arg(&file)
         .args(["--method", "GET", "--path"])
-        .arg(format!("/api/x?access_token={token}&keep=%2F"))
+        .arg(format!("/api/x?access_token={token}&keep=%2F"));
+    let out = tokio::process::Command::from(explain)
         .output()
         .await
         .unwrap();
@@ -489,5 +486,4 @@ async fn the_explain_command_never_prints_a_query_token() {
         printed.contains("path sent: /api/x?keep=%2F\n"),
         "{printed}"
     );
-    let _ = std::fs::remove_dir_all(dir);
 }

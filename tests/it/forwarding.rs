@@ -11,8 +11,8 @@ use crate::support::*;
 use http::{Method, Request, StatusCode, header};
 use jsonwebtoken::Algorithm;
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpListener;
 
 // ---------------------------------------------------------------- paths
 
@@ -597,16 +597,6 @@ async fn a_100_mib_body_streams_through_without_buffering() {
 }
 
 // ---------------------------------------------------------------- hostile requests
-
-/// Writes raw bytes to the proxy and returns what came back before EOF
-/// (empty if the connection was reset).
-async fn raw(addr: std::net::SocketAddr, bytes: &[u8]) -> String {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    let _ = s.write_all(bytes).await;
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
-    String::from_utf8_lossy(&out).into_owned()
-}
 
 #[tokio::test]
 async fn oversized_headers_are_refused_and_serving_goes_on() {

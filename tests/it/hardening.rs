@@ -21,15 +21,6 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
-/// Sends raw bytes and reads the reply until the server closes (or 5 s).
-async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
-    let mut stream = TcpStream::connect(addr).await.expect("connect");
-    let _ = stream.write_all(bytes).await;
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut out)).await;
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 fn status_of(reply: &str) -> u16 {
     reply
         .split(' ')
@@ -223,13 +214,8 @@ async fn past_max_connections_new_connections_are_closed_at_once() {
 async fn idle_http2_connections_are_closed() {
     let limits = "limits: { idleTimeoutMs: 600 }\n";
     let w = World::start(Algorithm::RS256, "", &format!("{DEFAULT_ROUTES}{limits}")).await;
-    let stream = TcpStream::connect(w.gate.proxy).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .expect("h2c handshake");
+    let (mut sender, conn) = h2c::<Empty<Bytes>>(w.gate.proxy).await;
     let started = Instant::now();
-    let conn = tokio::spawn(conn);
     let req = Request::get(format!("http://{}/public/x", w.gate.proxy))
         .body(Empty::<Bytes>::new())
         .unwrap();
@@ -245,12 +231,8 @@ async fn idle_http2_connections_are_closed() {
 async fn a_silent_tls_client_is_released_at_the_head_deadline() {
     // The TLS handshake itself is under the same clock: a client that
     // connects to a TLS listener and says nothing is closed on time.
-    let dir = std::env::temp_dir().join(format!("idp-gate-tls-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-    let (cert_path, key_path) = (dir.join("c.pem"), dir.join("k.pem"));
-    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
-    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let dir = TempDir::new("tls");
+    let (cert_path, key_path) = SelfSigned::new().write(&dir);
     let tls = format!(
         "tls: {{ certFile: {}, keyFile: {} }}\nlimits: {{ headerReadTimeoutMs: 700 }}\n",
         cert_path.display(),
@@ -266,7 +248,6 @@ async fn a_silent_tls_client_is_released_at_the_head_deadline() {
     assert!(matches!(r, Ok(0) | Err(_)), "{r:?}");
     let took = started.elapsed();
     assert!(took >= Duration::from_millis(600), "{took:?}");
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 // ------------------------------------------- 3. only the verified credential
@@ -496,8 +477,7 @@ async fn a_jwks_without_usable_keys_keeps_the_last_good_ones() {
     let ring = ring(Algorithm::RS256);
     let jwks = JwksServer::with_ring(ring.clone()).await;
     let echo = Echo::start().await;
-    let dir = std::env::temp_dir().join(format!("idp-gate-empty-jwks-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("empty-jwks");
     let cache = dir.join("jwks.json");
     let extra = format!(
         "  jwks: {{ cacheFile: \"{}\", minRefetchIntervalSeconds: 1 }}",
@@ -540,7 +520,6 @@ async fn a_jwks_without_usable_keys_keeps_the_last_good_ones() {
         1.0,
         "the usable-keys gauge still shows the good key"
     );
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 // ------------------------------------------------------ 7. spoofable headers
@@ -598,27 +577,6 @@ async fn spoofable_headers_are_replaced_by_what_the_gateway_saw() {
     }
 }
 
-/// One HTTP/2 (prior knowledge) request to the gateway.
-async fn h2_get(gate: SocketAddr, uri: &str, headers: &[(&str, &str)]) -> (u16, serde_json::Value) {
-    let stream = TcpStream::connect(gate).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .expect("h2c handshake");
-    tokio::spawn(conn);
-    let mut req = Request::get(uri);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let resp = sender
-        .send_request(req.body(Empty::<Bytes>::new()).unwrap())
-        .await
-        .expect("h2 request");
-    let status = resp.status().as_u16();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, serde_json::from_slice(&body).unwrap_or_default())
-}
-
 #[tokio::test]
 async fn host_is_read_the_same_way_over_http2_and_cookies_are_joined() {
     let rest = r#"routes:
@@ -630,29 +588,31 @@ async fn host_is_read_the_same_way_over_http2_and_cookies_are_joined() {
     let w = World::start(Algorithm::RS256, "", rest).await;
     // HTTP/2: the host is the :authority.
     let port = w.gate.proxy.port();
-    let (status, body) = h2_get(
+    let r = h2_get(
         w.gate.proxy,
         &format!("http://apk.example.com:{port}/public/x"),
         &[("cookie", "a=1"), ("cookie", "b=2")],
     )
     .await;
-    assert_eq!(status, 200, "{body}");
+    assert_eq!(r.status, 200, "{}", r.text());
     let host = format!("apk.example.com:{port}");
-    assert_eq!(body["headers"]["host"], host.as_str());
-    assert_eq!(body["headers"]["x-forwarded-host"], host.as_str());
-    assert_eq!(body["headers"]["cookie"], "a=1; b=2");
+    r.assert_upstream(&[
+        ("host", &host),
+        ("x-forwarded-host", &host),
+        ("cookie", "a=1; b=2"),
+    ]);
     // HTTP/1.1: the same host from the Host header takes the same route.
     let r = w.gate.get_with("/public/x", &[("host", &host)]).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.upstream_header("host"), Some(host.clone()));
     // A Host header that disagrees with :authority is refused, not guessed.
-    let (status, body) = h2_get(
+    let r = h2_get(
         w.gate.proxy,
         &format!("http://apk.example.com:{port}/public/x"),
         &[("host", "other.example.com")],
     )
     .await;
-    assert_eq!(status, 400, "{body}");
+    assert_eq!(r.status, 400, "{}", r.text());
     // So are two Host headers over HTTP/1.1.
     let reply = raw(
         w.gate.proxy,
@@ -788,12 +748,7 @@ async fn one_http2_connection_carries_at_most_100_streams() {
         "  slow:\n    url: \"http://{slow}\"\nroutes:\n  - name: slow\n    match: {{ pathPrefix: /slow }}\n    auth: none\n    upstream: slow\n"
     );
     let w = World::start(Algorithm::RS256, "", &rest).await;
-    let stream = TcpStream::connect(w.gate.proxy).await.unwrap();
-    let (sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let (sender, _conn) = h2c::<Empty<Bytes>>(w.gate.proxy).await;
     let uri = format!("http://{}/slow", w.gate.proxy);
     let mut tasks = Vec::new();
     for _ in 0..150 {

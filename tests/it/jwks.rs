@@ -366,14 +366,6 @@ async fn long_max_age_does_not_delay_a_short_refresh() {
     );
 }
 
-fn temp_path(name: &str) -> std::path::PathBuf {
-    std::env::temp_dir().join(format!(
-        "idp-gate-test-{}-{name}-{}.json",
-        std::process::id(),
-        uuid::Uuid::new_v4()
-    ))
-}
-
 fn cache_config(
     jwks_issuer: &str,
     jwks_url: &str,
@@ -404,7 +396,8 @@ async fn cache_file_serves_a_cold_start_while_the_provider_is_down() {
     let ring = ring(Algorithm::RS256);
     let jwks = JwksServer::with_ring(ring.clone()).await;
     let echo = Echo::start().await;
-    let file = temp_path("cold");
+    let dir = TempDir::new("jwks-cache");
+    let file = dir.join("cold.json");
     let (issuer, url) = (jwks.issuer(), jwks.jwks_url());
     let yaml = cache_config(&issuer, &url, &echo, &file, 86_400);
 
@@ -419,7 +412,6 @@ async fn cache_file_serves_a_cold_start_while_the_provider_is_down() {
     let gate = Gate::start(&yaml).await;
     gate.wait_ready(Duration::from_secs(5)).await;
     gate.expect_ok("/api/x", &token).await;
-    let _ = std::fs::remove_file(&file);
 }
 
 fn set_mtime(file: &std::path::Path, ago: Duration) {
@@ -438,7 +430,8 @@ async fn cache_file_age_counts_from_the_last_successful_fetch() {
     let ring = ring(Algorithm::RS256);
     let jwks = JwksServer::with_ring(ring.clone()).await;
     let echo = Echo::start().await;
-    let file = temp_path("age");
+    let dir = TempDir::new("jwks-cache");
+    let file = dir.join("age.json");
     std::fs::write(&file, ring.jwks().to_string()).unwrap();
     set_mtime(&file, Duration::from_secs(7200));
     let (issuer, url) = (jwks.issuer(), jwks.jwks_url());
@@ -454,7 +447,6 @@ async fn cache_file_age_counts_from_the_last_successful_fetch() {
     let gate = Gate::start(&yaml).await;
     gate.wait_ready(Duration::from_secs(5)).await;
     gate.expect_ok("/api/x", &token).await;
-    let _ = std::fs::remove_file(&file);
 }
 
 #[tokio::test]
@@ -462,7 +454,8 @@ async fn a_stale_cache_file_stays_stale_across_restarts() {
     let ring = ring(Algorithm::RS256);
     let dead = dead_addr().await;
     let echo = Echo::start().await;
-    let file = temp_path("stale");
+    let dir = TempDir::new("jwks-cache");
+    let file = dir.join("stale.json");
     std::fs::write(&file, ring.jwks().to_string()).unwrap();
     set_mtime(&file, Duration::from_secs(7200));
     let issuer = "https://tenant.example.com/";
@@ -487,5 +480,4 @@ async fn a_stale_cache_file_stays_stale_across_restarts() {
             .await;
         gate.shutdown().await;
     }
-    let _ = std::fs::remove_file(&file);
 }

@@ -4,7 +4,6 @@
 //! layer on its own, wrapping a plain tower service.
 
 use std::convert::Infallible;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::support::*;
@@ -13,7 +12,6 @@ use http::{Request, Response, header};
 use http_body_util::{BodyExt as _, Full};
 use idp_gate::{AuthLayer, Verified};
 use jsonwebtoken::Algorithm;
-use tokio::io::AsyncBufReadExt;
 use tower::{Layer, Service};
 
 /// The example binary, built by `cargo test` next to the test binaries.
@@ -47,26 +45,24 @@ routes:
 async fn the_axum_example_is_protected_like_the_sidecar() {
     let ring = ring(Algorithm::RS256);
     let jwks = JwksServer::with_ring(ring.clone()).await;
-    let dir = std::env::temp_dir().join(format!("idp-gate-lib-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("policy.yaml");
-    std::fs::write(&config, policy(&jwks)).unwrap();
+    let dir = TempDir::new("lib");
+    let config = dir.write("policy.yaml", policy(&jwks));
     let bin = example("axum_app");
-    assert!(bin.is_file(), "{} is not built", bin.display());
-    let mut child = tokio::process::Command::new(&bin)
-        .arg(&config)
-        .arg("127.0.0.1:0")
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
-        .await
-        .expect("the example starts")
-        .unwrap()
-        .unwrap();
-    let addr = first.trim_start_matches("listening on ").to_string();
+    assert!(
+        bin.is_file(),
+        "{} is not built (`cargo test` builds it; so does `cargo build --example axum_app`)",
+        bin.display()
+    );
+    let mut app = Proc::start(
+        std::process::Command::new(&bin)
+            .arg(&config)
+            .arg("127.0.0.1:0"),
+    );
+    let addr = app
+        .wait_for("the example's first line", Duration::from_secs(10), |l| {
+            l.strip_prefix("listening on ").map(str::to_string)
+        })
+        .await;
     let c = client();
     let get = |path: &str, token: Option<&str>| {
         let mut req = Request::get(format!("http://{addr}{path}"));
@@ -113,7 +109,6 @@ async fn the_axum_example_is_protected_like_the_sidecar() {
     );
     assert_eq!(get("/public/ping", None).await.text(), "pong");
     assert_eq!(get("/nowhere", None).await.status, 404);
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test]

@@ -3,124 +3,12 @@
 //! (refused by hyper, cancelled by the client, or served, with its byte
 //! counts), and logging that never stalls requests.
 
-use std::net::SocketAddr;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::support::*;
 use http::Request;
-use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-const BIN: &str = env!("CARGO_BIN_EXE_idp-gate");
-
-/// `idp-gate run` on a temp config, its stderr in a file (or a pipe).
-struct Binary {
-    child: tokio::process::Child,
-    proxy: SocketAddr,
-    admin: SocketAddr,
-    dir: std::path::PathBuf,
-}
-
-impl Binary {
-    async fn start(rest: &str, env: &[(&str, &str)], stderr: Option<Stdio>) -> Binary {
-        let (proxy, admin) = (free_addr(), free_addr());
-        let dir = std::env::temp_dir().join(format!("idp-gate-ops-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("gate.yaml");
-        std::fs::write(
-            &path,
-            format!(
-                "listen: \"{proxy}\"\nadmin: {{ listen: \"{admin}\" }}\n{}{rest}",
-                if rest.contains("shutdownGraceSeconds") {
-                    ""
-                } else {
-                    "shutdownGraceSeconds: 1\n"
-                }
-            ),
-        )
-        .unwrap();
-        let stderr =
-            stderr.unwrap_or_else(|| std::fs::File::create(dir.join("err.log")).unwrap().into());
-        let mut cmd = tokio::process::Command::new(BIN);
-        cmd.args(["run", "--config"])
-            .arg(&path)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .kill_on_drop(true);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().unwrap();
-        let b = Binary {
-            child,
-            proxy,
-            admin,
-            dir,
-        };
-        let c = client();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let req = Request::get(format!("http://{admin}/readyz"))
-                .body(empty())
-                .unwrap();
-            if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(1), c.request(req)).await {
-                if r.status() == 200 {
-                    break;
-                }
-            }
-            assert!(Instant::now() < deadline, "not ready");
-            tokio::time::sleep(Duration::from_millis(30)).await;
-        }
-        b
-    }
-
-    fn access_lines(&self) -> Vec<Value> {
-        std::fs::read_to_string(self.dir.join("err.log"))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|v| v["target"] == "access")
-            .collect()
-    }
-
-    /// Waits for an access line matching `pred`.
-    async fn wait_line(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            if let Some(l) = self.access_lines().into_iter().find(|l| pred(l)) {
-                return l;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no access line for {what}: {:#?}",
-                self.access_lines()
-            );
-            tokio::time::sleep(Duration::from_millis(30)).await;
-        }
-    }
-
-    async fn metrics(&self) -> String {
-        let r = send(
-            &client(),
-            Request::get(format!("http://{}/metrics", self.admin))
-                .body(empty())
-                .unwrap(),
-        )
-        .await;
-        r.text()
-    }
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 fn public_routes(upstream: &str) -> String {
     format!(
@@ -135,7 +23,7 @@ async fn a_client_dripping_its_head_is_cut_off_at_the_header_timeout() {
         "{}limits: {{ headerReadTimeoutMs: 1000 }}\n",
         public_routes(&echo.url())
     );
-    let gate = Binary::start(&rest, &[], None).await;
+    let gate = GateProcess::config(&rest).ready().await;
     let mut s = TcpStream::connect(gate.proxy).await.unwrap();
     let started = Instant::now();
     let head = b"GET /x HTTP/1.1\r\nHost: a\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
@@ -161,37 +49,25 @@ async fn a_client_dripping_its_head_is_cut_off_at_the_header_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_request_gets_an_access_line_with_its_byte_counts() {
     let echo = Echo::start().await;
-    let slow = {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let a = l.local_addr().unwrap();
-        tokio::spawn(async move {
-            while let Ok((mut s, _)) = l.accept().await {
-                tokio::spawn(async move {
-                    let mut buf = [0u8; 1024];
-                    let _ = s.read(&mut buf).await;
-                    tokio::time::sleep(Duration::from_secs(5)).await;
-                });
-            }
-        });
-        a
-    };
+    let slow = SlowUpstream::start(Duration::from_secs(5)).await;
     let rest = format!(
-        "upstreams:\n  echo: {{ url: \"{}\" }}\n  slow: {{ url: \"http://{slow}\" }}\nroutes:\n  - {{ name: slow, match: {{ pathPrefix: /slow }}, auth: none, upstream: slow }}\n  - {{ name: pub, match: {{ pathPrefix: / }}, auth: none, upstream: echo }}\nlimits: {{ maxHeaderBytes: 8192 }}\n",
-        echo.url()
+        "upstreams:\n  echo: {{ url: \"{}\" }}\n  slow: {{ url: \"{}\" }}\nroutes:\n  - {{ name: slow, match: {{ pathPrefix: /slow }}, auth: none, upstream: slow }}\n  - {{ name: pub, match: {{ pathPrefix: / }}, auth: none, upstream: echo }}\nlimits: {{ maxHeaderBytes: 8192 }}\n",
+        echo.url(),
+        slow.url()
     );
-    let gate = Binary::start(&rest, &[], None).await;
+    let mut gate = GateProcess::config(&rest).ready().await;
 
     // Served: bytes out are the body the client received.
-    let r = send(
-        &client(),
-        Request::post(format!("http://{}/served", gate.proxy))
-            .body(full(vec![b'x'; 1000]))
-            .unwrap(),
-    )
-    .await;
+    let r = gate
+        .send(
+            Request::post(gate.url("/served"))
+                .body(full(vec![b'x'; 1000]))
+                .unwrap(),
+        )
+        .await;
     assert_eq!(r.status, 200);
     let line = gate
-        .wait_line("the served request", |l| l["path"] == "/served")
+        .access_line("the served request", |l| l["path"] == "/served")
         .await;
     assert_eq!(line["status"], 200);
     assert_eq!(line["route"], "pub");
@@ -213,7 +89,7 @@ async fn every_request_gets_an_access_line_with_its_byte_counts() {
         "{}",
         String::from_utf8_lossy(&reply)
     );
-    gate.wait_line("the 431", |l| l["status"] == 431).await;
+    gate.access_line("the 431", |l| l["status"] == 431).await;
     let mut s = TcpStream::connect(gate.proxy).await.unwrap();
     let _ = s.write_all(b"NOT HTTP AT ALL\r\n\r\n").await;
     let mut reply = Vec::new();
@@ -223,7 +99,7 @@ async fn every_request_gets_an_access_line_with_its_byte_counts() {
         "{}",
         String::from_utf8_lossy(&reply)
     );
-    gate.wait_line("the 400", |l| {
+    gate.access_line("the 400", |l| {
         l["status"] == 400 && l["route"] == "unmatched"
     })
     .await;
@@ -236,11 +112,11 @@ async fn every_request_gets_an_access_line_with_its_byte_counts() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     drop(s);
     let line = gate
-        .wait_line("the cancelled request", |l| l["path"] == "/slow/x")
+        .access_line("the cancelled request", |l| l["path"] == "/slow/x")
         .await;
     assert_eq!(line["status"], 499, "{line}");
     assert_eq!(line["route"], "slow");
-    let m = gate.metrics().await;
+    let m = gate.metrics_text().await;
     assert_eq!(
         metric_value(
             &m,
@@ -262,35 +138,22 @@ async fn every_request_gets_an_access_line_with_its_byte_counts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_stderr_never_stalls_requests() {
     let echo = Echo::start().await;
-    // stderr is a pipe nobody reads: it fills after a few hundred lines.
-    let gate = Binary::start(
-        &public_routes(&echo.url()),
-        &[("IDP_GATE_LOG_BUFFER_LINES", "64")],
-        Some(Stdio::piped()),
-    )
-    .await;
-    let c = client();
+    // stderr is a pipe nobody reads once the gateway listens: it fills
+    // after a few hundred lines.
+    let gate = GateProcess::config(&public_routes(&echo.url()))
+        .env("IDP_GATE_LOG_BUFFER_LINES", "64")
+        .stall_stderr()
+        .ready()
+        .await;
     let started = Instant::now();
     for i in 0..3000 {
-        let r = tokio::time::timeout(
-            Duration::from_secs(5),
-            send(
-                &c,
-                Request::get(format!("http://{}/n/{i}", gate.proxy))
-                    .body(empty())
-                    .unwrap(),
-            ),
-        )
-        .await
-        .expect("a request stalled behind the log");
+        let r = tokio::time::timeout(Duration::from_secs(5), gate.get(&format!("/n/{i}"), None))
+            .await
+            .expect("a request stalled behind the log");
         assert_eq!(r.status, 200);
     }
     assert!(started.elapsed() < Duration::from_secs(60));
-    let dropped = metric_value(
-        &gate.metrics().await,
-        "idp_gate_log_lines_dropped_total",
-        &[],
-    );
+    let dropped = gate.metric("idp_gate_log_lines_dropped_total", &[]).await;
     assert!(
         dropped > 0.0,
         "no line was dropped, so the pipe never filled"
@@ -318,67 +181,30 @@ async fn request_bodies_past_the_limit_are_refused_with_413() {
     assert_eq!(r.status, 200, "{}", r.text());
     let r = w.gate.send(post(streaming_body(2, 500))).await;
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(
-        w.gate
-            .metric(
-                "idp_gate_upstream_errors_total",
-                &[("kind", "body_too_large")]
-            )
-            .await,
-        0.0,
-        "a client's body is not the upstream's failure"
-    );
+    // A client's body is not the upstream's failure.
+    w.gate
+        .assert_metric(
+            "idp_gate_upstream_errors_total",
+            &[("kind", "body_too_large")],
+            0.0,
+        )
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_a_slow_request_and_closes_an_open_websocket() {
     use futures_util::{SinkExt as _, StreamExt as _};
     use tokio_tungstenite::tungstenite::Message;
-    // A WebSocket echo upstream.
-    let ws_upstream = {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let a = l.local_addr().unwrap();
-        tokio::spawn(async move {
-            while let Ok((s, _)) = l.accept().await {
-                tokio::spawn(async move {
-                    let Ok(ws) = tokio_tungstenite::accept_async(s).await else {
-                        return;
-                    };
-                    let (mut tx, mut rx) = ws.split();
-                    while let Some(Ok(m)) = rx.next().await {
-                        if m.is_text() && tx.send(m).await.is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        a
-    };
-    // An upstream that answers after 1.5 s.
-    let slow = {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let a = l.local_addr().unwrap();
-        tokio::spawn(async move {
-            while let Ok((mut s, _)) = l.accept().await {
-                tokio::spawn(async move {
-                    let mut buf = [0u8; 1024];
-                    let _ = s.read(&mut buf).await;
-                    tokio::time::sleep(Duration::from_millis(1500)).await;
-                    let _ = s
-                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\nslow")
-                        .await;
-                });
-            }
-        });
-        a
-    };
+    let ws_upstream = WsEcho::start().await;
+    let slow = SlowUpstream::start(Duration::from_millis(1500)).await;
     let grace = 5;
     let rest = format!(
-        "upstreams:\n  ws: {{ url: \"http://{ws_upstream}\" }}\n  slow: {{ url: \"http://{slow}\" }}\nroutes:\n  - {{ name: ws, match: {{ pathPrefix: /ws }}, auth: none, upstream: ws }}\n  - {{ name: slow, match: {{ pathPrefix: /slow }}, auth: none, upstream: slow }}\n"
+        "upstreams:\n  ws: {{ url: \"http://{}\" }}\n  slow: {{ url: \"{}\" }}\nroutes:\n  - {{ name: ws, match: {{ pathPrefix: /ws }}, auth: none, upstream: ws }}\n  - {{ name: slow, match: {{ pathPrefix: /slow }}, auth: none, upstream: slow }}\n",
+        ws_upstream.addr,
+        slow.url()
     );
     let rest = format!("shutdownGraceSeconds: {grace}\n{rest}");
-    let mut gate = Binary::start(&rest, &[], None).await;
+    let mut gate = GateProcess::config(&rest).ready().await;
 
     let stream = TcpStream::connect(gate.proxy).await.unwrap();
     let (mut ws, resp) = tokio_tungstenite::client_async(format!("ws://{}/ws", gate.proxy), stream)
@@ -388,19 +214,11 @@ async fn sigterm_drains_a_slow_request_and_closes_an_open_websocket() {
     ws.send(Message::text("before")).await.unwrap();
     assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("before"));
 
-    let proxy = gate.proxy;
-    let inflight = tokio::spawn(async move {
-        send(
-            &client(),
-            Request::get(format!("http://{proxy}/slow"))
-                .body(empty())
-                .unwrap(),
-        )
-        .await
-    });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let url = gate.url("/slow");
+    let inflight = tokio::spawn(async move { fetch(&url, &[]).await });
+    slow.arrived("/slow").await;
     let started = Instant::now();
-    signal(gate.child.id().unwrap(), "-TERM");
+    gate.proc.signal("-TERM");
 
     // The socket is closed rather than left hanging.
     let closed = tokio::time::timeout(Duration::from_secs(grace), async {
@@ -414,13 +232,10 @@ async fn sigterm_drains_a_slow_request_and_closes_an_open_websocket() {
     .await;
     assert!(closed.is_ok(), "the WebSocket stayed open while draining");
     // The slow request still finishes.
-    let r = inflight.await.unwrap();
+    let r = inflight.await.unwrap().expect("the slow request");
     assert_eq!(r.status, 200);
     assert_eq!(r.text(), "slow");
-    let status = tokio::time::timeout(Duration::from_secs(grace + 5), gate.child.wait())
-        .await
-        .expect("exits")
-        .unwrap();
+    let status = gate.proc.exit_within(Duration::from_secs(grace + 5)).await;
     assert!(status.success(), "{status:?}");
     assert!(
         started.elapsed() < Duration::from_secs(grace),
@@ -436,24 +251,18 @@ async fn connections_that_sent_nothing_do_not_hold_up_shutdown() {
         "shutdownGraceSeconds: 20\nlimits: {{ headerReadTimeoutMs: 30000 }}\n{}",
         public_routes(&echo.url())
     );
-    let mut gate = Binary::start(&rest, &[], None).await;
+    let mut gate = GateProcess::config(&rest).ready().await;
     // Open and silent, as a client that connected and never wrote; and one
     // that sent part of an HTTP/2 preface.
     let mut silent = TcpStream::connect(gate.proxy).await.unwrap();
     let mut partial = TcpStream::connect(gate.proxy).await.unwrap();
     partial.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let started = Instant::now();
-    signal(gate.child.id().unwrap(), "-TERM");
-    let status = tokio::time::timeout(Duration::from_secs(25), gate.child.wait())
-        .await
-        .expect("exits")
-        .unwrap();
+    let (status, took) = gate.proc.terminate(Duration::from_secs(25)).await;
     assert!(status.success(), "{status:?}");
     assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "exit took {:?} with two silent connections open",
-        started.elapsed()
+        took < Duration::from_secs(5),
+        "exit took {took:?} with two silent connections open"
     );
     let mut buf = [0u8; 16];
     for s in [&mut silent, &mut partial] {

@@ -192,14 +192,12 @@ async fn a_reload_keeps_the_budgets_of_unchanged_limits() {
     let ring = ring(Algorithm::RS256);
     let jwks = JwksServer::with_ring(ring.clone()).await;
     let echo = Echo::start().await;
-    let file = std::env::temp_dir().join(format!("idp-gate-rate-{}.yaml", uuid::Uuid::new_v4()));
+    let dir = TempDir::new("rate");
+    let file = dir.join("gate.yaml");
     let write = |deployer_burst: u32, extra_route: &str| {
         let routes = LIMITED.replace("burst: 3", &format!("burst: {deployer_burst}"));
-        let text = format!(
-            "listen: \"127.0.0.1:0\"\nadmin: {{ listen: \"127.0.0.1:0\" }}\nshutdownGraceSeconds: 1\n{}{extra_route}",
-            config(&jwks, &echo, "", &routes)
-        );
-        std::fs::write(&file, text).unwrap();
+        let text = format!("{}{extra_route}", config(&jwks, &echo, "", &routes));
+        dir.write("gate.yaml", with_loopback_listeners(&text));
     };
     write(3, "");
     let gate = Gate::start_file(&file).await;
@@ -232,7 +230,6 @@ async fn a_reload_keeps_the_budgets_of_unchanged_limits() {
     }
     assert_eq!(gate.get("/deploy/x", Some(&token)).await.status, 429);
     assert_eq!(rate_limited(&gate, "deployer").await, 3.0);
-    let _ = std::fs::remove_file(&file);
 }
 
 #[tokio::test]

@@ -3,87 +3,17 @@
 //! `upgrades_total{route}`, and tunnels closed at shutdown.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::support::*;
 use futures_util::{SinkExt as _, StreamExt as _};
-use http::{HeaderMap, Request, StatusCode, header};
+use http::{Request, StatusCode, header};
 use jsonwebtoken::Algorithm;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
-use tokio_tungstenite::tungstenite::handshake::server::{
-    Request as WsRequest, Response as WsResponse,
-};
-
-/// A WebSocket upstream that echoes every text and binary message, and
-/// keeps the handshake headers it was sent.
-struct WsEcho {
-    addr: SocketAddr,
-    handshakes: Arc<AtomicUsize>,
-    seen: Arc<Mutex<Option<HeaderMap>>>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for WsEcho {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl WsEcho {
-    async fn start() -> WsEcho {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let handshakes = Arc::new(AtomicUsize::new(0));
-        let seen = Arc::new(Mutex::new(None));
-        let (h, s) = (handshakes.clone(), seen.clone());
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let (h, s) = (h.clone(), s.clone());
-                tokio::spawn(async move {
-                    // The signature is tungstenite's `Callback`.
-                    #[allow(clippy::result_large_err)]
-                    let record = |req: &WsRequest, resp: WsResponse| {
-                        *s.lock().unwrap() = Some(req.headers().clone());
-                        Ok(resp)
-                    };
-                    let Ok(ws) = tokio_tungstenite::accept_hdr_async(stream, record).await else {
-                        return;
-                    };
-                    h.fetch_add(1, Ordering::SeqCst);
-                    let (mut tx, mut rx) = ws.split();
-                    while let Some(Ok(msg)) = rx.next().await {
-                        if (msg.is_text() || msg.is_binary()) && tx.send(msg).await.is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        WsEcho {
-            addr,
-            handshakes,
-            seen,
-            task,
-        }
-    }
-
-    fn handshakes(&self) -> usize {
-        self.handshakes.load(Ordering::SeqCst)
-    }
-
-    fn seen(&self, name: &str) -> Option<String> {
-        let seen = self.seen.lock().unwrap();
-        seen.as_ref()?
-            .get(name)
-            .map(|v| v.to_str().unwrap().to_string())
-    }
-}
 
 struct WsWorld {
     ring: Arc<idp_gate::demo::keys::KeyRing>,
