@@ -56,21 +56,15 @@ async fn cold_start_while_the_provider_fails_then_recovers() {
             .await
             >= 1.0
     );
-    assert_eq!(
-        gate.metric("idp_gate_jwks_keys", &[("issuer", &jwks.issuer())])
-            .await,
-        0.0
-    );
+    gate.assert_metric("idp_gate_jwks_keys", &[("issuer", &jwks.issuer())], 0.0)
+        .await;
 
     // The provider comes back: the retry loop (backoff capped at 10 s) picks it up.
     jwks.recover();
     gate.wait_ready(Duration::from_secs(15)).await;
     gate.expect_ok("/api/x", &token).await;
-    assert_eq!(
-        gate.metric("idp_gate_jwks_keys", &[("issuer", &jwks.issuer())])
-            .await,
-        1.0
-    );
+    gate.assert_metric("idp_gate_jwks_keys", &[("issuer", &jwks.issuer())], 1.0)
+        .await;
     assert!(
         gate.metric("idp_gate_jwks_fetches_total", &[("result", "success")])
             .await
@@ -173,11 +167,8 @@ async fn rotation_is_picked_up_without_restart() {
         before + 1,
         "exactly one refetch for the new kid"
     );
-    assert_eq!(
-        gate.metric("idp_gate_jwks_keys", &[("issuer", &jwks.issuer())])
-            .await,
-        2.0
-    );
+    gate.assert_metric("idp_gate_jwks_keys", &[("issuer", &jwks.issuer())], 2.0)
+        .await;
     // The old key is still published, so its tokens still verify.
     gate.expect_ok("/api/x", &fresh_with(&ring.keys()[0], &jwks))
         .await;
@@ -209,11 +200,8 @@ async fn last_good_keys_survive_a_failing_endpoint() {
     // Still ready, still verifying with the last good keys.
     assert_eq!(gate.readyz().await.status, StatusCode::OK);
     gate.expect_ok("/api/x", &fresh(&ring, &jwks)).await;
-    assert_eq!(
-        gate.metric("idp_gate_jwks_keys", &[("issuer", &jwks.issuer())])
-            .await,
-        1.0
-    );
+    gate.assert_metric("idp_gate_jwks_keys", &[("issuer", &jwks.issuer())], 1.0)
+        .await;
 }
 
 #[tokio::test]

@@ -79,15 +79,13 @@ async fn a_burst_passes_then_429_with_retry_after_and_the_json_error() {
     // Counted as rate limited, never as an auth failure.
     assert_eq!(rate_limited(&w.gate, "deployer").await, 1.0);
     assert_eq!(all_auth_failures(&w.gate).await, failures);
-    assert_eq!(
-        w.gate
-            .metric(
-                "idp_gate_requests_total",
-                &[("route", "deployer"), ("status", "429")]
-            )
-            .await,
-        1.0
-    );
+    w.gate
+        .assert_metric(
+            "idp_gate_requests_total",
+            &[("route", "deployer"), ("status", "429")],
+            1.0,
+        )
+        .await;
     // Routes without a limit are not affected.
     for _ in 0..10 {
         w.gate.expect_ok("/api/x", &token).await;

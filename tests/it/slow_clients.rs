@@ -207,14 +207,12 @@ async fn a_request_body_that_stops_arriving_is_ended_with_408_and_counted() {
     let whole = format!("{head}{}", String::from_utf8_lossy(&rest));
     assert!(whole.contains("\"error\":\"request_timeout\""), "{whole}");
     assert_eq!(timeouts().await, 1.0);
-    assert_eq!(
-        gate.metric(
-            "idp_gate_requests_total",
-            &[("route", "echo"), ("status", "408")]
-        )
-        .await,
-        1.0
-    );
+    gate.assert_metric(
+        "idp_gate_requests_total",
+        &[("route", "echo"), ("status", "408")],
+        1.0,
+    )
+    .await;
 
     // After the response has started: the upstream's request is cancelled.
     let mut s = start_upload(&gate, "/first/upload", 100, 10).await;
@@ -284,14 +282,12 @@ async fn a_response_the_client_stops_reading_is_abandoned_and_its_upstream_slot_
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert!(freed, "the unread response kept the upstream's slot");
-    assert_eq!(
-        gate.metric(
-            "idp_gate_client_timeouts_total",
-            &[("kind", "response_write")]
-        )
-        .await,
-        1.0
-    );
+    gate.assert_metric(
+        "idp_gate_client_timeouts_total",
+        &[("kind", "response_write")],
+        1.0,
+    )
+    .await;
 }
 
 #[tokio::test]

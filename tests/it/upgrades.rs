@@ -147,15 +147,13 @@ async fn websocket_messages_flow_both_ways_with_a_valid_token() {
     assert_eq!(w.ws.seen("authorization"), Some(format!("Bearer {token}")));
 
     assert_eq!(w.upgrades("ws").await, 1.0);
-    assert_eq!(
-        w.gate
-            .metric(
-                "idp_gate_requests_total",
-                &[("route", "ws"), ("status", "101")]
-            )
-            .await,
-        1.0
-    );
+    w.gate
+        .assert_metric(
+            "idp_gate_requests_total",
+            &[("route", "ws"), ("status", "101")],
+            1.0,
+        )
+        .await;
 
     // A second tunnel beside the first; closing one leaves the other.
     let mut second = w.connect("/ws/other", &token).await;
@@ -249,16 +247,16 @@ async fn tunnels_keep_their_clients_connection_slots() {
         }
     }
     assert_eq!(open.len(), 20, "tunnels past maxConnectionsPerClient");
-    assert_eq!(w.gate.metric("idp_gate_open_tunnels", &[]).await, 20.0);
-    assert_eq!(
-        w.gate
-            .metric(
-                "idp_gate_connections_refused_total",
-                &[("reason", "max_connections_per_client")]
-            )
-            .await,
-        10.0
-    );
+    w.gate
+        .assert_metric("idp_gate_open_tunnels", &[], 20.0)
+        .await;
+    w.gate
+        .assert_metric(
+            "idp_gate_connections_refused_total",
+            &[("reason", "max_connections_per_client")],
+            10.0,
+        )
+        .await;
     // Every tunnel still carries messages.
     for ws in open.iter_mut() {
         ws.send(Message::text("up")).await.unwrap();
@@ -324,7 +322,9 @@ async fn idle_tunnels_are_closed_and_counted() {
     drop(busy);
     let tunnels = w.gate.running().gateway.tunnels();
     assert!(poll_until(Duration::from_secs(5), || tunnels.open_count() == 0).await);
-    assert_eq!(w.gate.metric("idp_gate_open_tunnels", &[]).await, 0.0);
+    w.gate
+        .assert_metric("idp_gate_open_tunnels", &[], 0.0)
+        .await;
 }
 
 /// An upstream that answers every request with a 101 to `protocol`, then

@@ -191,14 +191,12 @@ routes:
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(
-        gate.metric(
-            "idp_gate_upstream_requests_total",
-            &[("upstream", "grpc"), ("status", "200")]
-        )
-        .await,
-        1.0
-    );
+    gate.assert_metric(
+        "idp_gate_upstream_requests_total",
+        &[("upstream", "grpc"), ("status", "200")],
+        1.0,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -369,14 +367,12 @@ routes:
     let gate = Gate::start_ready(&yaml).await;
     let r = gate.get("/echo.Echo/Say", None).await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text());
-    assert_eq!(
-        gate.metric(
-            "idp_gate_upstream_errors_total",
-            &[("upstream", "grpc"), ("kind", "connect")]
-        )
-        .await,
-        1.0
-    );
+    gate.assert_metric(
+        "idp_gate_upstream_errors_total",
+        &[("upstream", "grpc"), ("kind", "connect")],
+        1.0,
+    )
+    .await;
     // The cause survives to the log line, not just "connect".
     let line = failure_line(&logs);
     assert!(line.contains("upstream=grpc"), "{line}");
@@ -575,14 +571,12 @@ routes:
 
     let r = gate.get("/untrusted/x", None).await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text());
-    assert_eq!(
-        gate.metric(
-            "idp_gate_upstream_errors_total",
-            &[("upstream", "untrusted"), ("kind", "connect")]
-        )
-        .await,
-        1.0
-    );
+    gate.assert_metric(
+        "idp_gate_upstream_errors_total",
+        &[("upstream", "untrusted"), ("kind", "connect")],
+        1.0,
+    )
+    .await;
     let line = failure_line(&logs);
     assert!(line.contains("upstream=untrusted"), "{line}");
     assert!(line.contains("UnknownIssuer"), "{line}");
