@@ -829,6 +829,7 @@ async fn refusals_never_echo_the_token() {
 
 #[tokio::test]
 async fn cached_verdicts_still_expire() {
+    let _load = timed().await;
     // The verified-token cache must not serve a token past its exp.
     let w = World::start(Algorithm::RS256, "  clockSkewSeconds: 0", DEFAULT_ROUTES).await;
     let mut c = w.claims("org_abc", &[]);

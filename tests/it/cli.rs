@@ -645,6 +645,7 @@ async fn end_to_end_with_discovery() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_requests_then_exits_zero() {
+    let _load = timed().await;
     let grace = Duration::from_secs(5);
     let slow = SlowUpstream::start(Duration::from_secs(1)).await;
     let mut gate = launch(&public_config(&slow.url())).ready().await;

@@ -113,6 +113,7 @@ async fn ambiguous_paths_are_refused_with_400() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_connections_are_released_and_capped_per_client() {
+    let _load = timed().await;
     let limits = r#"limits:
   headerReadTimeoutMs: 1000
   maxConnections: 150
@@ -181,6 +182,7 @@ async fn silent_connections_are_released_and_capped_per_client() {
 
 #[tokio::test]
 async fn past_max_connections_new_connections_are_closed_at_once() {
+    let _load = timed().await;
     let limits = "limits: { maxConnections: 3, headerReadTimeoutMs: 5000 }\n";
     let w = World::start(Algorithm::RS256, "", &format!("{DEFAULT_ROUTES}{limits}")).await;
     let mut held = Vec::new();
@@ -670,6 +672,7 @@ async fn counting_upstream(delay: Duration) -> (SocketAddr, Arc<AtomicUsize>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_connection_cap_answers_503_past_it() {
+    let _load = timed().await;
     let (slow, _) = counting_upstream(Duration::from_millis(800)).await;
     let rest = format!(
         "  slow:\n    url: \"http://{slow}\"\n    maxConnections: 2\nroutes:\n  - name: slow\n    match: {{ pathPrefix: /slow }}\n    auth: none\n    upstream: slow\n"
@@ -710,6 +713,7 @@ async fn an_upstream_connection_cap_answers_503_past_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_http2_connection_carries_at_most_100_streams() {
+    let _load = heavy().await;
     let (slow, peak) = counting_upstream(Duration::from_millis(500)).await;
     let rest = format!(
         "  slow:\n    url: \"http://{slow}\"\nroutes:\n  - name: slow\n    match: {{ pathPrefix: /slow }}\n    auth: none\n    upstream: slow\n"

@@ -180,6 +180,7 @@ fn fresh_with(key: &SigningKey, jwks: &JwksServer) -> String {
 
 #[tokio::test]
 async fn last_good_keys_survive_a_failing_endpoint() {
+    let _load = timed().await;
     let ring = ring(Algorithm::RS256);
     let jwks = JwksServer::with_ring(ring.clone()).await;
     let echo = Echo::start().await;
@@ -206,6 +207,7 @@ async fn last_good_keys_survive_a_failing_endpoint() {
 
 #[tokio::test]
 async fn stale_keys_fail_closed_after_max_stale() {
+    let _load = timed().await;
     let ring = ring(Algorithm::RS256);
     let jwks = JwksServer::with_ring(ring.clone()).await;
     let echo = Echo::start().await;
@@ -250,6 +252,7 @@ async fn stale_keys_fail_closed_after_max_stale() {
 
 #[tokio::test]
 async fn a_slow_but_healthy_endpoint_never_fails_closed() {
+    let _load = timed().await;
     // maxStaleSeconds: 0 keeps no stale keys at all, but a refresh that is
     // merely slow is not a failure: requests must keep passing meanwhile.
     let ring = ring(Algorithm::RS256);
@@ -320,6 +323,7 @@ async fn discovery_with_another_issuer_is_never_ready() {
 
 #[tokio::test]
 async fn short_cache_control_max_age_refetches_sooner() {
+    let _load = timed().await;
     let ring = ring(Algorithm::RS256);
     let jwks = JwksServer::with_ring(ring.clone()).await;
     jwks.set_cache_control(Some("public, max-age=1"));
@@ -340,6 +344,7 @@ async fn short_cache_control_max_age_refetches_sooner() {
 
 #[tokio::test]
 async fn long_max_age_does_not_delay_a_short_refresh() {
+    let _load = timed().await;
     let ring = ring(Algorithm::RS256);
     let jwks = JwksServer::with_ring(ring.clone()).await;
     jwks.set_cache_control(Some("max-age=3600"));

@@ -18,6 +18,7 @@ fn public_routes(upstream: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_dripping_its_head_is_cut_off_at_the_header_timeout() {
+    let _load = timed().await;
     let echo = Echo::start().await;
     let rest = format!(
         "{}limits: {{ headerReadTimeoutMs: 1000 }}\n",
@@ -137,6 +138,7 @@ async fn every_request_gets_an_access_line_with_its_byte_counts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_stderr_never_stalls_requests() {
+    let _load = heavy().await;
     let echo = Echo::start().await;
     // stderr is a pipe nobody reads once the gateway listens: it fills
     // after a few hundred lines.
@@ -193,6 +195,7 @@ async fn request_bodies_past_the_limit_are_refused_with_413() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_a_slow_request_and_closes_an_open_websocket() {
+    let _load = timed().await;
     use futures_util::{SinkExt as _, StreamExt as _};
     use tokio_tungstenite::tungstenite::Message;
     let ws_upstream = WsEcho::start().await;
@@ -246,6 +249,7 @@ async fn sigterm_drains_a_slow_request_and_closes_an_open_websocket() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_that_sent_nothing_do_not_hold_up_shutdown() {
+    let _load = timed().await;
     let echo = Echo::start().await;
     let rest = format!(
         "shutdownGraceSeconds: 20\nlimits: {{ headerReadTimeoutMs: 30000 }}\n{}",

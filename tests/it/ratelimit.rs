@@ -279,6 +279,7 @@ rateLimit: { perOrganization: "0/m" }
 /// test seconds long instead of minutes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_thousand_organizations_are_forgotten_once_idle() {
+    let _load = heavy().await;
     const ORGANIZATIONS: usize = 100_000;
     const OVER_SOCKETS: usize = 500;
     // A bucket refills in 3 s, so none is forgettable while they are added

@@ -130,6 +130,7 @@ const BAD_FILES: [&str; 3] = [
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_hundred_reloads_under_load_drop_nothing_and_never_mix() {
+    let _load = heavy().await;
     let ring = ring(Algorithm::RS256);
     let jwks = JwksServer::with_ring(ring.clone()).await;
     let echo = Echo::start().await;
@@ -250,6 +251,7 @@ async fn a_bad_file_keeps_the_running_configuration() {
 
 #[tokio::test]
 async fn unchanged_providers_keep_their_keys_and_verdicts_and_removed_ones_stop() {
+    let _load = timed().await;
     let ring_a = ring(Algorithm::RS256);
     let jwks_a = JwksServer::with_ring(ring_a.clone()).await;
     let ring_b = ring(Algorithm::RS256);

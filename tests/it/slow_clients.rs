@@ -138,6 +138,7 @@ async fn read_head(s: &mut TcpStream, within: Duration) -> String {
 
 #[tokio::test]
 async fn a_dripped_request_body_does_not_hold_up_the_next_request() {
+    let _load = timed().await;
     let (gate, bodies, _jwks, _echo) = gate_with("", "").await;
     // One byte every 300 ms of a 100 kB body: the upstream answers first.
     let mut drip = start_upload(&gate, "/first/upload", 100_000, 1).await;

@@ -287,6 +287,7 @@ async fn tunnels_keep_their_clients_connection_slots() {
 
 #[tokio::test]
 async fn idle_tunnels_are_closed_and_counted() {
+    let _load = timed().await;
     let w = WsWorld::start_with("limits:\n  tunnelIdleTimeoutMs: 600").await;
     let token = w.token("org_abc");
     let idle_closed = || async {
