@@ -41,6 +41,17 @@ routes:
     )
 }
 
+/// The layer for `yaml`, once its keys are loaded (10 s at most).
+async fn ready_layer(yaml: &str) -> AuthLayer {
+    let layer = AuthLayer::from_config(parse_config(yaml)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while layer.snapshot().readiness().is_err() {
+        assert!(Instant::now() < deadline, "keys never loaded");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    layer
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_axum_example_is_protected_like_the_sidecar() {
     let ring = ring(Algorithm::RS256);
@@ -115,13 +126,7 @@ async fn the_axum_example_is_protected_like_the_sidecar() {
 async fn the_layer_wraps_any_service_and_hands_it_the_identity() {
     let ring = ring(Algorithm::RS256);
     let jwks = JwksServer::with_ring(ring.clone()).await;
-    let config = parse_config(&policy(&jwks));
-    let layer = AuthLayer::from_config(config).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while layer.snapshot().readiness().is_err() {
-        assert!(Instant::now() < deadline, "keys never loaded");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let layer = ready_layer(&policy(&jwks)).await;
     let echo_identity = tower::service_fn(|req: Request<Full<Bytes>>| async move {
         let v = req.extensions().get::<Verified>().cloned();
         let org = v
@@ -171,12 +176,7 @@ async fn an_axum_handler_behind_the_layer_sees_only_verified_identity_headers() 
          forwarding: {{ claimsHeaders: {{ \"https://example.com/roles\": X-Roles }} }}\n",
         policy(&jwks)
     );
-    let layer = AuthLayer::from_config(parse_config(&yaml)).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while layer.snapshot().readiness().is_err() {
-        assert!(Instant::now() < deadline, "keys never loaded");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let layer = ready_layer(&yaml).await;
     let app = axum::Router::new()
         .route("/api/hello", axum::routing::get(seen_headers))
         .route("/public/ping", axum::routing::get(seen_headers))

@@ -153,7 +153,7 @@ impl Resp {
 }
 
 /// Sends `req` and collects the answer; an error (or 30 s without one) as text.
-pub async fn try_send(client: &HttpClient, req: Request<ReqBody>) -> Result<Resp, String> {
+async fn try_send(client: &HttpClient, req: Request<ReqBody>) -> Result<Resp, String> {
     let what = format!("{} {}", req.method(), req.uri());
     let exchange = async {
         let resp = client

@@ -51,7 +51,7 @@ pub fn run(cmd: &mut Command, limit: Duration) -> (Output, Duration) {
 }
 
 /// Sends `signal` (`-TERM`, `-HUP`, …) to process `pid`.
-pub fn signal(pid: u32, signal: &str) {
+fn signal(pid: u32, signal: &str) {
     let status = Command::new("kill")
         .args([signal, &pid.to_string()])
         .status()
@@ -124,7 +124,7 @@ impl Proc {
         }
     }
 
-    pub fn pid(&self) -> u32 {
+    fn pid(&self) -> u32 {
         self.child.id()
     }
 
