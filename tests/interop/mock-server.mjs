@@ -1,4 +1,4 @@
-// oauth2-mock-server on 127.0.0.1, for tests/interop.rs.
+// oauth2-mock-server on 127.0.0.1, for tests/it/interop.rs.
 //
 //   node mock-server.mjs [PORT]        (PORT 0 or omitted: any free port)
 //

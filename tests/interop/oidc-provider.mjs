@@ -1,4 +1,4 @@
-// node-oidc-provider on 127.0.0.1, for tests/interop.rs.
+// node-oidc-provider on 127.0.0.1, for tests/it/interop.rs.
 //
 //   node oidc-provider.mjs PORT RESOURCE ORG...   (PORT 0: any free port)
 //

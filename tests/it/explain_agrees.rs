@@ -2,11 +2,10 @@
 //! tokens over every shipped config, the verdict `explain` prints (status
 //! and reason) is the one the running gateway answers over a real socket.
 
-mod support;
-
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::support::*;
 use http::{Method, Request, header};
 use idp_gate::config::expand_str;
 use idp_gate::explain::{ExplainRequest, explain};
@@ -14,7 +13,6 @@ use jsonwebtoken::Algorithm;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as RunnerConfig, TestRunner};
 use serde_json::json;
-use support::*;
 
 /// A shipped config, made to run here: its variables filled with
 /// plausible values, its provider pointed at `jwks`, every upstream at
@@ -187,7 +185,7 @@ fn case(paths: Vec<String>) -> impl Strategy<Value = Case> {
 }
 
 fn mint(token: &Token, ring: &Arc<idp_gate::demo::keys::KeyRing>, issuer: &str) -> Option<String> {
-    let forged = support::ring(Algorithm::RS256);
+    let forged = crate::support::ring(Algorithm::RS256);
     Some(match token {
         Token::None => return None,
         Token::Valid { org, scopes } => {

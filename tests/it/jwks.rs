@@ -2,15 +2,13 @@
 //! fails, unknown-kid refetch and its rate limit, rotation, stale keys,
 //! discovery, Cache-Control and the cache file.
 
-mod support;
-
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::support::*;
 use http::{Request, StatusCode, header};
 use idp_gate::demo::keys::{KeyRing, SigningKey};
 use jsonwebtoken::Algorithm;
 use serde_json::json;
-use support::*;
 use tokio::task::JoinSet;
 
 fn jwks_block(refresh: u64, min_refetch: u64, max_stale: u64) -> String {
@@ -58,21 +56,15 @@ async fn cold_start_while_the_provider_fails_then_recovers() {
             .await
             >= 1.0
     );
-    assert_eq!(
-        gate.metric("idp_gate_jwks_keys", &[("issuer", &jwks.issuer())])
-            .await,
-        0.0
-    );
+    gate.assert_metric("idp_gate_jwks_keys", &[("issuer", &jwks.issuer())], 0.0)
+        .await;
 
     // The provider comes back: the retry loop (backoff capped at 10 s) picks it up.
     jwks.recover();
     gate.wait_ready(Duration::from_secs(15)).await;
     gate.expect_ok("/api/x", &token).await;
-    assert_eq!(
-        gate.metric("idp_gate_jwks_keys", &[("issuer", &jwks.issuer())])
-            .await,
-        1.0
-    );
+    gate.assert_metric("idp_gate_jwks_keys", &[("issuer", &jwks.issuer())], 1.0)
+        .await;
     assert!(
         gate.metric("idp_gate_jwks_fetches_total", &[("result", "success")])
             .await
@@ -175,11 +167,8 @@ async fn rotation_is_picked_up_without_restart() {
         before + 1,
         "exactly one refetch for the new kid"
     );
-    assert_eq!(
-        gate.metric("idp_gate_jwks_keys", &[("issuer", &jwks.issuer())])
-            .await,
-        2.0
-    );
+    gate.assert_metric("idp_gate_jwks_keys", &[("issuer", &jwks.issuer())], 2.0)
+        .await;
     // The old key is still published, so its tokens still verify.
     gate.expect_ok("/api/x", &fresh_with(&ring.keys()[0], &jwks))
         .await;
@@ -191,6 +180,7 @@ fn fresh_with(key: &SigningKey, jwks: &JwksServer) -> String {
 
 #[tokio::test]
 async fn last_good_keys_survive_a_failing_endpoint() {
+    let _load = timed().await;
     let ring = ring(Algorithm::RS256);
     let jwks = JwksServer::with_ring(ring.clone()).await;
     let echo = Echo::start().await;
@@ -211,15 +201,13 @@ async fn last_good_keys_survive_a_failing_endpoint() {
     // Still ready, still verifying with the last good keys.
     assert_eq!(gate.readyz().await.status, StatusCode::OK);
     gate.expect_ok("/api/x", &fresh(&ring, &jwks)).await;
-    assert_eq!(
-        gate.metric("idp_gate_jwks_keys", &[("issuer", &jwks.issuer())])
-            .await,
-        1.0
-    );
+    gate.assert_metric("idp_gate_jwks_keys", &[("issuer", &jwks.issuer())], 1.0)
+        .await;
 }
 
 #[tokio::test]
 async fn stale_keys_fail_closed_after_max_stale() {
+    let _load = timed().await;
     let ring = ring(Algorithm::RS256);
     let jwks = JwksServer::with_ring(ring.clone()).await;
     let echo = Echo::start().await;
@@ -264,6 +252,7 @@ async fn stale_keys_fail_closed_after_max_stale() {
 
 #[tokio::test]
 async fn a_slow_but_healthy_endpoint_never_fails_closed() {
+    let _load = timed().await;
     // maxStaleSeconds: 0 keeps no stale keys at all, but a refresh that is
     // merely slow is not a failure: requests must keep passing meanwhile.
     let ring = ring(Algorithm::RS256);
@@ -334,6 +323,7 @@ async fn discovery_with_another_issuer_is_never_ready() {
 
 #[tokio::test]
 async fn short_cache_control_max_age_refetches_sooner() {
+    let _load = timed().await;
     let ring = ring(Algorithm::RS256);
     let jwks = JwksServer::with_ring(ring.clone()).await;
     jwks.set_cache_control(Some("public, max-age=1"));
@@ -354,6 +344,7 @@ async fn short_cache_control_max_age_refetches_sooner() {
 
 #[tokio::test]
 async fn long_max_age_does_not_delay_a_short_refresh() {
+    let _load = timed().await;
     let ring = ring(Algorithm::RS256);
     let jwks = JwksServer::with_ring(ring.clone()).await;
     jwks.set_cache_control(Some("max-age=3600"));
@@ -366,14 +357,6 @@ async fn long_max_age_does_not_delay_a_short_refresh() {
         jwks.fetches(),
         start.elapsed()
     );
-}
-
-fn temp_path(name: &str) -> std::path::PathBuf {
-    std::env::temp_dir().join(format!(
-        "idp-gate-test-{}-{name}-{}.json",
-        std::process::id(),
-        uuid::Uuid::new_v4()
-    ))
 }
 
 fn cache_config(
@@ -406,7 +389,8 @@ async fn cache_file_serves_a_cold_start_while_the_provider_is_down() {
     let ring = ring(Algorithm::RS256);
     let jwks = JwksServer::with_ring(ring.clone()).await;
     let echo = Echo::start().await;
-    let file = temp_path("cold");
+    let dir = TempDir::new("jwks-cache");
+    let file = dir.join("cold.json");
     let (issuer, url) = (jwks.issuer(), jwks.jwks_url());
     let yaml = cache_config(&issuer, &url, &echo, &file, 86_400);
 
@@ -421,7 +405,6 @@ async fn cache_file_serves_a_cold_start_while_the_provider_is_down() {
     let gate = Gate::start(&yaml).await;
     gate.wait_ready(Duration::from_secs(5)).await;
     gate.expect_ok("/api/x", &token).await;
-    let _ = std::fs::remove_file(&file);
 }
 
 fn set_mtime(file: &std::path::Path, ago: Duration) {
@@ -440,7 +423,8 @@ async fn cache_file_age_counts_from_the_last_successful_fetch() {
     let ring = ring(Algorithm::RS256);
     let jwks = JwksServer::with_ring(ring.clone()).await;
     let echo = Echo::start().await;
-    let file = temp_path("age");
+    let dir = TempDir::new("jwks-cache");
+    let file = dir.join("age.json");
     std::fs::write(&file, ring.jwks().to_string()).unwrap();
     set_mtime(&file, Duration::from_secs(7200));
     let (issuer, url) = (jwks.issuer(), jwks.jwks_url());
@@ -456,7 +440,6 @@ async fn cache_file_age_counts_from_the_last_successful_fetch() {
     let gate = Gate::start(&yaml).await;
     gate.wait_ready(Duration::from_secs(5)).await;
     gate.expect_ok("/api/x", &token).await;
-    let _ = std::fs::remove_file(&file);
 }
 
 #[tokio::test]
@@ -464,7 +447,8 @@ async fn a_stale_cache_file_stays_stale_across_restarts() {
     let ring = ring(Algorithm::RS256);
     let dead = dead_addr().await;
     let echo = Echo::start().await;
-    let file = temp_path("stale");
+    let dir = TempDir::new("jwks-cache");
+    let file = dir.join("stale.json");
     std::fs::write(&file, ring.jwks().to_string()).unwrap();
     set_mtime(&file, Duration::from_secs(7200));
     let issuer = "https://tenant.example.com/";
@@ -489,5 +473,4 @@ async fn a_stale_cache_file_stays_stale_across_restarts() {
             .await;
         gate.shutdown().await;
     }
-    let _ = std::fs::remove_file(&file);
 }

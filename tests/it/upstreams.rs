@@ -2,15 +2,13 @@
 //! over TLS (h2) with gRPC-style bodies and trailers passing through, and
 //! the connection pool closing idle connections on time.
 
-mod support;
-
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::combinators::BoxBody;
@@ -19,7 +17,6 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use jsonwebtoken::Algorithm;
-use support::*;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
@@ -158,12 +155,7 @@ routes:
     let token = sign(&ring.active(), &claims(&jwks.issuer(), "org_abc", &[]));
 
     // The client speaks HTTP/2 with prior knowledge to the gateway.
-    let stream = TcpStream::connect(gate.proxy).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let (mut sender, _conn) = h2c::<BoxBody<Bytes, Infallible>>(gate.proxy).await;
     let url = format!("http://{}/echo.Echo/Say", gate.proxy);
     let resp = tokio::time::timeout(
         Duration::from_secs(10),
@@ -199,14 +191,12 @@ routes:
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(
-        gate.metric(
-            "idp_gate_upstream_requests_total",
-            &[("upstream", "grpc"), ("status", "200")]
-        )
-        .await,
-        1.0
-    );
+    gate.assert_metric(
+        "idp_gate_upstream_requests_total",
+        &[("upstream", "grpc"), ("status", "200")],
+        1.0,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -233,12 +223,7 @@ forwarding:
     let gate = Gate::start_ready(&config(&jwks, &echo, "", &rest)).await;
     let token = sign(&ring.active(), &claims(&jwks.issuer(), "org_abc", &[]));
 
-    let stream = TcpStream::connect(gate.proxy).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let (mut sender, _conn) = h2c::<BoxBody<Bytes, Infallible>>(gate.proxy).await;
     let forged = [
         ("x-client-trailer", "kept"),
         ("x-forwarded-user", "admin@example.com"),
@@ -289,43 +274,21 @@ forwarding:
     );
 }
 
-/// A self-signed certificate for 127.0.0.1 and localhost, in a fresh
-/// directory: (directory, certificate file, TLS acceptor offering only h2).
-fn tls_material(tag: &str) -> (PathBuf, PathBuf, tokio_rustls::TlsAcceptor) {
-    tls_material_for(tag, b"h2")
-}
-
-/// [`tls_material`] with an acceptor offering only `alpn`.
-fn tls_material_for(tag: &str, alpn: &[u8]) -> (PathBuf, PathBuf, tokio_rustls::TlsAcceptor) {
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-    idp_gate::internals::tls::install_crypto_provider();
-    let dir = std::env::temp_dir().join(format!(
-        "idp-gate-{tag}-{}-{}",
-        std::process::id(),
-        uuid::Uuid::new_v4()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let cert =
-        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-            .unwrap();
-    let cert_file = dir.join("upstream.crt");
-    std::fs::write(&cert_file, cert.cert.pem()).unwrap();
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der()));
-    let mut server = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(vec![CertificateDer::from(cert.cert.der().to_vec())], key)
-        .unwrap();
-    server.alpn_protocols = vec![alpn.to_vec()];
-    (
-        dir,
-        cert_file,
-        tokio_rustls::TlsAcceptor::from(Arc::new(server)),
-    )
+/// A self-signed certificate in a fresh directory: (the directory, the
+/// certificate file, a TLS server offering only `alpn`).
+fn tls_material(
+    tag: &str,
+    alpn: &[u8],
+) -> (TempDir, std::path::PathBuf, tokio_rustls::TlsAcceptor) {
+    let dir = TempDir::new(tag);
+    let cert = SelfSigned::new();
+    let (cert_file, _) = cert.write(&dir);
+    (dir, cert_file, cert.acceptor(alpn))
 }
 
 #[tokio::test]
 async fn h2_over_tls_upstream_is_reached_by_alpn_with_its_ca_file() {
-    let (dir, cert_file, acceptor) = tls_material("h2");
+    let (_dir, cert_file, acceptor) = tls_material("h2", b"h2");
     let (grpc, _task) = h2_upstream(Some(acceptor)).await;
     let yaml = format!(
         r#"upstreams:
@@ -353,7 +316,6 @@ routes:
     assert_eq!(r.header("x-seen-version").as_deref(), Some("HTTP/2.0"));
     assert_eq!(r.header("x-seen-alpn").as_deref(), Some("h2"));
     assert_eq!(r.header("x-seen-te").as_deref(), Some("trailers"));
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// The first `upstream request failed` line in `logs`.
@@ -392,7 +354,7 @@ fn capture_logs() -> (Arc<Mutex<Vec<u8>>>, tracing::subscriber::DefaultGuard) {
 #[tokio::test]
 async fn an_h2_upstream_without_its_ca_is_a_502_that_says_why() {
     let (logs, _guard) = capture_logs();
-    let (dir, _cert_file, acceptor) = tls_material("h2-untrusted");
+    let (_dir, _cert_file, acceptor) = tls_material("h2-untrusted", b"h2");
     let (grpc, _task) = h2_upstream(Some(acceptor)).await;
     let yaml = format!(
         r#"upstreams:
@@ -405,14 +367,12 @@ routes:
     let gate = Gate::start_ready(&yaml).await;
     let r = gate.get("/echo.Echo/Say", None).await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text());
-    assert_eq!(
-        gate.metric(
-            "idp_gate_upstream_errors_total",
-            &[("upstream", "grpc"), ("kind", "connect")]
-        )
-        .await,
-        1.0
-    );
+    gate.assert_metric(
+        "idp_gate_upstream_errors_total",
+        &[("upstream", "grpc"), ("kind", "connect")],
+        1.0,
+    )
+    .await;
     // The cause survives to the log line, not just "connect".
     let line = failure_line(&logs);
     assert!(line.contains("upstream=grpc"), "{line}");
@@ -420,7 +380,6 @@ routes:
         line.contains("invalid peer certificate: UnknownIssuer"),
         "{line}"
     );
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 // ---------------------------------------------------------------- the pool
@@ -587,32 +546,9 @@ routes:
 #[tokio::test]
 async fn http1_over_tls_upstream_is_reached_with_its_ca_file_and_refused_without() {
     let (logs, _guard) = capture_logs();
-    let (dir, cert_file, acceptor) = tls_material_for("h1-tls", b"http/1.1");
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let counter = accepted.clone();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            counter.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let Ok(stream) = acceptor.accept(stream).await else {
-                    return;
-                };
-                let svc = service_fn(|req: Request<Incoming>| async move {
-                    let mut resp = Response::new(Full::new(Bytes::from_static(b"tls-ok")));
-                    let version = format!("{:?}", req.version());
-                    resp.headers_mut()
-                        .insert("x-seen-version", HeaderValue::from_str(&version).unwrap());
-                    Ok::<_, Infallible>(resp)
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
+    let (_dir, cert_file, acceptor) = tls_material("h1-tls", b"http/1.1");
+    let upstream = HttpsHello::start(acceptor).await;
+    let port = upstream.addr.port();
     let yaml = format!(
         r#"upstreams:
   trusted: {{ url: "https://127.0.0.1:{port}", caFile: "{ca}" }}
@@ -631,20 +567,17 @@ routes:
         assert_eq!(r.header("x-seen-version").as_deref(), Some("HTTP/1.1"));
     }
     // One TLS connection carried all three.
-    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    assert_eq!(upstream.accepted(), 1);
 
     let r = gate.get("/untrusted/x", None).await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text());
-    assert_eq!(
-        gate.metric(
-            "idp_gate_upstream_errors_total",
-            &[("upstream", "untrusted"), ("kind", "connect")]
-        )
-        .await,
-        1.0
-    );
+    gate.assert_metric(
+        "idp_gate_upstream_errors_total",
+        &[("upstream", "untrusted"), ("kind", "connect")],
+        1.0,
+    )
+    .await;
     let line = failure_line(&logs);
     assert!(line.contains("upstream=untrusted"), "{line}");
     assert!(line.contains("UnknownIssuer"), "{line}");
-    let _ = std::fs::remove_dir_all(dir);
 }

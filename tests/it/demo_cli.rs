@@ -1,64 +1,29 @@
 //! `idp-gate demo` as a user meets it: start the binary, run the curl
 //! commands it printed exactly as printed, and check what they answer.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_idp-gate");
-
-/// Kills the demo if a test fails half-way.
-struct Demo(Child);
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use crate::support::*;
 
 /// Starts the demo on free ports and returns it with its printed guide.
-fn start_demo(extra: &[&str]) -> (Demo, Vec<String>) {
-    let mut child = Command::new(BIN)
-        .arg("demo")
-        .args(extra)
-        .args([
-            "--port",
-            "0",
-            "--admin-port",
-            "0",
-            "--idp-port",
-            "0",
-            "--upstream-port",
-            "0",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start idp-gate demo");
-    let stdout = child.stdout.take().expect("stdout");
-    let demo = Demo(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut lines = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = rx
-            .recv_timeout(left)
-            .unwrap_or_else(|_| panic!("demo printed no guide in time; got: {lines:#?}"));
-        let done = line.starts_with("Press Ctrl-C");
-        lines.push(line);
-        if done {
-            return (demo, lines);
-        }
-    }
+async fn start_demo(extra: &[&str]) -> (Proc, Vec<String>) {
+    let mut demo = Proc::start(idp_gate(&["demo"]).args(extra).args([
+        "--port",
+        "0",
+        "--admin-port",
+        "0",
+        "--idp-port",
+        "0",
+        "--upstream-port",
+        "0",
+    ]));
+    demo.wait_for("the demo's guide", Duration::from_secs(30), |l| {
+        l.starts_with("Press Ctrl-C").then_some(())
+    })
+    .await;
+    let lines = demo.stdout();
+    (demo, lines)
 }
 
 /// The command that follows the comment line starting with `marker`.
@@ -89,9 +54,9 @@ fn status_of(command: &str) -> u16 {
         .expect("a status code")
 }
 
-#[test]
-fn printed_curls_answer_as_promised() {
-    let (mut demo, lines) = start_demo(&[]);
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn printed_curls_answer_as_promised() {
+    let (mut demo, lines) = start_demo(&[]).await;
     let expectations = [
         ("# 1.", 200),
         ("# 2.", 403),
@@ -116,11 +81,12 @@ fn printed_curls_answer_as_promised() {
         .iter()
         .find(|l| l.starts_with("idp-gate token "))
         .expect("a token command");
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(token_cmd.replacen("idp-gate", BIN, 1))
-        .output()
-        .unwrap();
+    let (out, _) = run(
+        Command::new("sh")
+            .arg("-c")
+            .arg(token_cmd.replacen("idp-gate", BIN, 1)),
+        Duration::from_secs(20),
+    );
     assert!(out.status.success(), "{out:?}");
     let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
     assert_eq!(token.split('.').count(), 3, "{token}");
@@ -147,21 +113,19 @@ fn printed_curls_answer_as_promised() {
             .take_while(char::is_ascii_digit)
             .collect()
     };
-    let dir = std::env::temp_dir().join(format!("idp-gate-explain-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config_file = dir.join("demo.yaml");
-    let printed = Command::new(BIN)
-        .args([
+    let dir = TempDir::new("explain");
+    let (printed, _) = run(
+        &mut idp_gate(&[
             "demo",
             "--print-config",
             "--idp-port",
             &port_of("dev IdP"),
             "--upstream-port",
             &port_of("echo upstream"),
-        ])
-        .output()
-        .unwrap();
-    std::fs::write(&config_file, &printed.stdout).unwrap();
+        ]),
+        Duration::from_secs(20),
+    );
+    let config_file = dir.write("demo.yaml", &printed.stdout);
     let bearer = |marker: &str| -> String {
         command_after(&lines, marker)
             .split("Bearer ")
@@ -173,20 +137,18 @@ fn printed_curls_answer_as_promised() {
             .to_string()
     };
     let explain = |token: &str| {
-        Command::new(BIN)
-            .arg("explain")
-            .arg("--config")
-            .arg(&config_file)
-            .args([
+        let (out, _) = run(
+            idp_gate(&["explain", "--config"]).arg(&config_file).args([
                 "--token",
                 token,
                 "--method",
                 "GET",
                 "--path",
                 "/api/configurator/apis",
-            ])
-            .output()
-            .unwrap()
+            ]),
+            Duration::from_secs(20),
+        );
+        out
     };
     let alice = bearer("# 1.");
     let out = explain(&alice);
@@ -204,31 +166,16 @@ fn printed_curls_answer_as_promised() {
     assert!(!out.status.success(), "{report}");
     assert!(report.contains("organization_denied"), "{report}");
     assert!(report.contains("verdict: refused with 403"), "{report}");
-    let _ = std::fs::remove_dir_all(&dir);
 
     // Ctrl-C ends it cleanly.
-    let pid = demo.0.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(status) = demo.0.try_wait().unwrap() {
-            assert!(status.success(), "{status}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "demo did not stop on SIGINT");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    demo.signal("-INT");
+    let status = demo.exit_within(Duration::from_secs(15)).await;
+    assert!(status.success(), "{status}");
 }
 
-#[test]
-fn es256_demo_tokens_work_too() {
-    let (_demo, lines) = start_demo(&["--alg", "ES256"]);
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn es256_demo_tokens_work_too() {
+    let (_demo, lines) = start_demo(&["--alg", "ES256"]).await;
     let command = command_after(&lines, "# 1.");
     let token = command
         .split("Bearer ")
@@ -249,22 +196,19 @@ fn es256_demo_tokens_work_too() {
 
 #[test]
 fn print_config_shows_a_valid_config() {
-    let out = Command::new(BIN)
-        .args(["demo", "--print-config", "--port", "18080"])
-        .output()
-        .unwrap();
+    let (out, _) = run(
+        &mut idp_gate(&["demo", "--print-config", "--port", "18080"]),
+        Duration::from_secs(20),
+    );
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
+    // Printed, not bound: the port is only a value in the config.
     assert!(text.contains("listen: \"127.0.0.1:18080\""), "{text}");
-    let dir = std::env::temp_dir().join(format!("idp-gate-demo-config-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("demo.yaml");
-    std::fs::write(&file, &text).unwrap();
-    let check = Command::new(BIN)
-        .arg("check-config")
-        .arg(&file)
-        .output()
-        .unwrap();
+    let dir = TempDir::new("demo-config");
+    let file = dir.write("demo.yaml", &text);
+    let (check, _) = run(
+        idp_gate(&["check-config"]).arg(&file),
+        Duration::from_secs(20),
+    );
     assert!(check.status.success(), "{check:?}");
-    let _ = std::fs::remove_dir_all(dir);
 }

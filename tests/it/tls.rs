@@ -1,41 +1,29 @@
 //! TLS termination on the proxy listener, with a certificate made here and
 //! a rustls client that trusts only it.
 
-use std::path::Path;
-
 use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use idp_gate::config::Config;
-use tokio::net::TcpListener;
+
+use crate::support::*;
 
 #[tokio::test]
 async fn terminates_tls_and_forwards_as_https() {
-    idp_gate::internals::tls::install_crypto_provider();
-    let dir = std::env::temp_dir().join(format!("idp-gate-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let cert_file = dir.join("tls.crt");
-    let key_file = dir.join("tls.key");
-    std::fs::write(&cert_file, cert.cert.pem()).unwrap();
-    std::fs::write(&key_file, cert.signing_key.serialize_pem()).unwrap();
-
-    let echo = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let echo_addr = echo.local_addr().unwrap();
-    tokio::spawn(idp_gate::demo::echo::serve(echo, std::future::pending()));
-
+    let dir = TempDir::new("tls");
+    let (cert_file, key_file) = SelfSigned::new().write(&dir);
+    let echo = Echo::start().await;
     let yaml = format!(
-        "listen: 127.0.0.1:0\nadmin: {{listen: 127.0.0.1:0}}\ntls: {{certFile: '{}', keyFile: '{}'}}\n\
-         upstreams: {{echo: {{url: 'http://{echo_addr}'}}}}\n\
+        "tls: {{certFile: '{}', keyFile: '{}'}}\n\
+         upstreams: {{echo: {{url: '{}'}}}}\n\
          routes: [{{name: public, match: {{pathPrefix: /}}, auth: none, upstream: echo}}]\n",
         cert_file.display(),
-        key_file.display()
+        key_file.display(),
+        echo.url()
     );
-    let config = Config::from_yaml(&yaml, Path::new("tls.yaml"), &|_| None).unwrap();
-    let running = idp_gate::app::start(config).await.unwrap();
-    let port = running.proxy_addr.port();
+    let gate = Gate::start(&yaml).await;
+    let port = gate.proxy.port();
 
     let tls = idp_gate::internals::tls::client_config(Some(&cert_file)).unwrap();
     // Only HTTP/1.1 offered by ALPN: served as HTTP/1.1.
@@ -79,7 +67,5 @@ async fn terminates_tls_and_forwards_as_https() {
         .unwrap();
     assert!(plain.request(req).await.is_err());
 
-    running.shutdown();
-    running.wait().await;
-    let _ = std::fs::remove_dir_all(dir);
+    gate.shutdown().await;
 }

@@ -3,19 +3,15 @@
 //! the same refusals, and the verified identity in its handlers. Also the
 //! layer on its own, wrapping a plain tower service.
 
-mod support;
-
 use std::convert::Infallible;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use bytes::Bytes;
 use http::{Request, Response, header};
 use http_body_util::{BodyExt as _, Full};
 use idp_gate::{AuthLayer, Verified};
 use jsonwebtoken::Algorithm;
-use support::*;
-use tokio::io::AsyncBufReadExt;
 use tower::{Layer, Service};
 
 /// The example binary, built by `cargo test` next to the test binaries.
@@ -45,30 +41,39 @@ routes:
     )
 }
 
+/// The layer for `yaml`, once its keys are loaded (10 s at most).
+async fn ready_layer(yaml: &str) -> AuthLayer {
+    let layer = AuthLayer::from_config(parse_config(yaml)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while layer.snapshot().readiness().is_err() {
+        assert!(Instant::now() < deadline, "keys never loaded");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    layer
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_axum_example_is_protected_like_the_sidecar() {
     let ring = ring(Algorithm::RS256);
     let jwks = JwksServer::with_ring(ring.clone()).await;
-    let dir = std::env::temp_dir().join(format!("idp-gate-lib-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("policy.yaml");
-    std::fs::write(&config, policy(&jwks)).unwrap();
+    let dir = TempDir::new("lib");
+    let config = dir.write("policy.yaml", policy(&jwks));
     let bin = example("axum_app");
-    assert!(bin.is_file(), "{} is not built", bin.display());
-    let mut child = tokio::process::Command::new(&bin)
-        .arg(&config)
-        .arg("127.0.0.1:0")
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
-        .await
-        .expect("the example starts")
-        .unwrap()
-        .unwrap();
-    let addr = first.trim_start_matches("listening on ").to_string();
+    assert!(
+        bin.is_file(),
+        "{} is not built (`cargo test` builds it; so does `cargo build --example axum_app`)",
+        bin.display()
+    );
+    let mut app = Proc::start(
+        std::process::Command::new(&bin)
+            .arg(&config)
+            .arg("127.0.0.1:0"),
+    );
+    let addr = app
+        .wait_for("the example's first line", Duration::from_secs(10), |l| {
+            l.strip_prefix("listening on ").map(str::to_string)
+        })
+        .await;
     let c = client();
     let get = |path: &str, token: Option<&str>| {
         let mut req = Request::get(format!("http://{addr}{path}"));
@@ -103,7 +108,7 @@ async fn the_axum_example_is_protected_like_the_sidecar() {
     assert_eq!(r.status, 403);
     assert_eq!(r.json()["error_description"], "organization_denied");
     let forged = sign(
-        &support::ring(Algorithm::RS256).active(),
+        &crate::support::ring(Algorithm::RS256).active(),
         &claims(&jwks.issuer(), "org_abc", &[]),
     );
     let r = get("/api/hello", Some(&forged)).await;
@@ -115,20 +120,13 @@ async fn the_axum_example_is_protected_like_the_sidecar() {
     );
     assert_eq!(get("/public/ping", None).await.text(), "pong");
     assert_eq!(get("/nowhere", None).await.status, 404);
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test]
 async fn the_layer_wraps_any_service_and_hands_it_the_identity() {
     let ring = ring(Algorithm::RS256);
     let jwks = JwksServer::with_ring(ring.clone()).await;
-    let config = parse_config(&policy(&jwks));
-    let layer = AuthLayer::from_config(config).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while layer.snapshot().readiness().is_err() {
-        assert!(Instant::now() < deadline, "keys never loaded");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let layer = ready_layer(&policy(&jwks)).await;
     let echo_identity = tower::service_fn(|req: Request<Full<Bytes>>| async move {
         let v = req.extensions().get::<Verified>().cloned();
         let org = v
@@ -178,12 +176,7 @@ async fn an_axum_handler_behind_the_layer_sees_only_verified_identity_headers() 
          forwarding: {{ claimsHeaders: {{ \"https://example.com/roles\": X-Roles }} }}\n",
         policy(&jwks)
     );
-    let layer = AuthLayer::from_config(parse_config(&yaml)).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while layer.snapshot().readiness().is_err() {
-        assert!(Instant::now() < deadline, "keys never loaded");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let layer = ready_layer(&yaml).await;
     let app = axum::Router::new()
         .route("/api/hello", axum::routing::get(seen_headers))
         .route("/public/ping", axum::routing::get(seen_headers))

@@ -4,14 +4,13 @@
 //! full socket, or an HTTP/2 window kept at zero) is abandoned and its
 //! upstream slot freed.
 
-mod support;
-
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
@@ -20,7 +19,6 @@ use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use jsonwebtoken::Algorithm;
-use support::*;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -140,6 +138,7 @@ async fn read_head(s: &mut TcpStream, within: Duration) -> String {
 
 #[tokio::test]
 async fn a_dripped_request_body_does_not_hold_up_the_next_request() {
+    let _load = timed().await;
     let (gate, bodies, _jwks, _echo) = gate_with("", "").await;
     // One byte every 300 ms of a 100 kB body: the upstream answers first.
     let mut drip = start_upload(&gate, "/first/upload", 100_000, 1).await;
@@ -209,14 +208,12 @@ async fn a_request_body_that_stops_arriving_is_ended_with_408_and_counted() {
     let whole = format!("{head}{}", String::from_utf8_lossy(&rest));
     assert!(whole.contains("\"error\":\"request_timeout\""), "{whole}");
     assert_eq!(timeouts().await, 1.0);
-    assert_eq!(
-        gate.metric(
-            "idp_gate_requests_total",
-            &[("route", "echo"), ("status", "408")]
-        )
-        .await,
-        1.0
-    );
+    gate.assert_metric(
+        "idp_gate_requests_total",
+        &[("route", "echo"), ("status", "408")],
+        1.0,
+    )
+    .await;
 
     // After the response has started: the upstream's request is cancelled.
     let mut s = start_upload(&gate, "/first/upload", 100, 10).await;
@@ -286,14 +283,12 @@ async fn a_response_the_client_stops_reading_is_abandoned_and_its_upstream_slot_
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert!(freed, "the unread response kept the upstream's slot");
-    assert_eq!(
-        gate.metric(
-            "idp_gate_client_timeouts_total",
-            &[("kind", "response_write")]
-        )
-        .await,
-        1.0
-    );
+    gate.assert_metric(
+        "idp_gate_client_timeouts_total",
+        &[("kind", "response_write")],
+        1.0,
+    )
+    .await;
 }
 
 #[tokio::test]

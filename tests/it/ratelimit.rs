@@ -4,13 +4,11 @@
 //! budgets kept across a reload; and 100,000 organizations forgotten once
 //! they go quiet.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use jsonwebtoken::Algorithm;
 use serde_json::json;
-use support::*;
 
 /// A route limited to 3 requests a minute per organization (so nothing
 /// refills during a test), one without a limit, and a public one.
@@ -81,15 +79,13 @@ async fn a_burst_passes_then_429_with_retry_after_and_the_json_error() {
     // Counted as rate limited, never as an auth failure.
     assert_eq!(rate_limited(&w.gate, "deployer").await, 1.0);
     assert_eq!(all_auth_failures(&w.gate).await, failures);
-    assert_eq!(
-        w.gate
-            .metric(
-                "idp_gate_requests_total",
-                &[("route", "deployer"), ("status", "429")]
-            )
-            .await,
-        1.0
-    );
+    w.gate
+        .assert_metric(
+            "idp_gate_requests_total",
+            &[("route", "deployer"), ("status", "429")],
+            1.0,
+        )
+        .await;
     // Routes without a limit are not affected.
     for _ in 0..10 {
         w.gate.expect_ok("/api/x", &token).await;
@@ -194,14 +190,12 @@ async fn a_reload_keeps_the_budgets_of_unchanged_limits() {
     let ring = ring(Algorithm::RS256);
     let jwks = JwksServer::with_ring(ring.clone()).await;
     let echo = Echo::start().await;
-    let file = std::env::temp_dir().join(format!("idp-gate-rate-{}.yaml", uuid::Uuid::new_v4()));
+    let dir = TempDir::new("rate");
+    let file = dir.join("gate.yaml");
     let write = |deployer_burst: u32, extra_route: &str| {
         let routes = LIMITED.replace("burst: 3", &format!("burst: {deployer_burst}"));
-        let text = format!(
-            "listen: \"127.0.0.1:0\"\nadmin: {{ listen: \"127.0.0.1:0\" }}\nshutdownGraceSeconds: 1\n{}{extra_route}",
-            config(&jwks, &echo, "", &routes)
-        );
-        std::fs::write(&file, text).unwrap();
+        let text = format!("{}{extra_route}", config(&jwks, &echo, "", &routes));
+        dir.write("gate.yaml", with_loopback_listeners(&text));
     };
     write(3, "");
     let gate = Gate::start_file(&file).await;
@@ -234,7 +228,6 @@ async fn a_reload_keeps_the_budgets_of_unchanged_limits() {
     }
     assert_eq!(gate.get("/deploy/x", Some(&token)).await.status, 429);
     assert_eq!(rate_limited(&gate, "deployer").await, 3.0);
-    let _ = std::fs::remove_file(&file);
 }
 
 #[tokio::test]
@@ -286,6 +279,7 @@ rateLimit: { perOrganization: "0/m" }
 /// test seconds long instead of minutes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_thousand_organizations_are_forgotten_once_idle() {
+    let _load = heavy().await;
     const ORGANIZATIONS: usize = 100_000;
     const OVER_SOCKETS: usize = 500;
     // A bucket refills in 3 s, so none is forgettable while they are added

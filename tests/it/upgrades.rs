@@ -2,90 +2,18 @@
 //! upstream, a real WebSocket client, the route's checks before the 101,
 //! `upgrades_total{route}`, and tunnels closed at shutdown.
 
-mod support;
-
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::*;
 use futures_util::{SinkExt as _, StreamExt as _};
-use http::{HeaderMap, Request, StatusCode, header};
+use http::{Request, StatusCode, header};
 use jsonwebtoken::Algorithm;
-use support::*;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
-use tokio_tungstenite::tungstenite::handshake::server::{
-    Request as WsRequest, Response as WsResponse,
-};
-
-/// A WebSocket upstream that echoes every text and binary message, and
-/// keeps the handshake headers it was sent.
-struct WsEcho {
-    addr: SocketAddr,
-    handshakes: Arc<AtomicUsize>,
-    seen: Arc<Mutex<Option<HeaderMap>>>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for WsEcho {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl WsEcho {
-    async fn start() -> WsEcho {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let handshakes = Arc::new(AtomicUsize::new(0));
-        let seen = Arc::new(Mutex::new(None));
-        let (h, s) = (handshakes.clone(), seen.clone());
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let (h, s) = (h.clone(), s.clone());
-                tokio::spawn(async move {
-                    // The signature is tungstenite's `Callback`.
-                    #[allow(clippy::result_large_err)]
-                    let record = |req: &WsRequest, resp: WsResponse| {
-                        *s.lock().unwrap() = Some(req.headers().clone());
-                        Ok(resp)
-                    };
-                    let Ok(ws) = tokio_tungstenite::accept_hdr_async(stream, record).await else {
-                        return;
-                    };
-                    h.fetch_add(1, Ordering::SeqCst);
-                    let (mut tx, mut rx) = ws.split();
-                    while let Some(Ok(msg)) = rx.next().await {
-                        if (msg.is_text() || msg.is_binary()) && tx.send(msg).await.is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        WsEcho {
-            addr,
-            handshakes,
-            seen,
-            task,
-        }
-    }
-
-    fn handshakes(&self) -> usize {
-        self.handshakes.load(Ordering::SeqCst)
-    }
-
-    fn seen(&self, name: &str) -> Option<String> {
-        let seen = self.seen.lock().unwrap();
-        seen.as_ref()?
-            .get(name)
-            .map(|v| v.to_str().unwrap().to_string())
-    }
-}
 
 struct WsWorld {
     ring: Arc<idp_gate::demo::keys::KeyRing>,
@@ -219,15 +147,13 @@ async fn websocket_messages_flow_both_ways_with_a_valid_token() {
     assert_eq!(w.ws.seen("authorization"), Some(format!("Bearer {token}")));
 
     assert_eq!(w.upgrades("ws").await, 1.0);
-    assert_eq!(
-        w.gate
-            .metric(
-                "idp_gate_requests_total",
-                &[("route", "ws"), ("status", "101")]
-            )
-            .await,
-        1.0
-    );
+    w.gate
+        .assert_metric(
+            "idp_gate_requests_total",
+            &[("route", "ws"), ("status", "101")],
+            1.0,
+        )
+        .await;
 
     // A second tunnel beside the first; closing one leaves the other.
     let mut second = w.connect("/ws/other", &token).await;
@@ -321,16 +247,16 @@ async fn tunnels_keep_their_clients_connection_slots() {
         }
     }
     assert_eq!(open.len(), 20, "tunnels past maxConnectionsPerClient");
-    assert_eq!(w.gate.metric("idp_gate_open_tunnels", &[]).await, 20.0);
-    assert_eq!(
-        w.gate
-            .metric(
-                "idp_gate_connections_refused_total",
-                &[("reason", "max_connections_per_client")]
-            )
-            .await,
-        10.0
-    );
+    w.gate
+        .assert_metric("idp_gate_open_tunnels", &[], 20.0)
+        .await;
+    w.gate
+        .assert_metric(
+            "idp_gate_connections_refused_total",
+            &[("reason", "max_connections_per_client")],
+            10.0,
+        )
+        .await;
     // Every tunnel still carries messages.
     for ws in open.iter_mut() {
         ws.send(Message::text("up")).await.unwrap();
@@ -361,6 +287,7 @@ async fn tunnels_keep_their_clients_connection_slots() {
 
 #[tokio::test]
 async fn idle_tunnels_are_closed_and_counted() {
+    let _load = timed().await;
     let w = WsWorld::start_with("limits:\n  tunnelIdleTimeoutMs: 600").await;
     let token = w.token("org_abc");
     let idle_closed = || async {
@@ -396,7 +323,9 @@ async fn idle_tunnels_are_closed_and_counted() {
     drop(busy);
     let tunnels = w.gate.running().gateway.tunnels();
     assert!(poll_until(Duration::from_secs(5), || tunnels.open_count() == 0).await);
-    assert_eq!(w.gate.metric("idp_gate_open_tunnels", &[]).await, 0.0);
+    w.gate
+        .assert_metric("idp_gate_open_tunnels", &[], 0.0)
+        .await;
 }
 
 /// An upstream that answers every request with a 101 to `protocol`, then

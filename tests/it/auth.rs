@@ -2,15 +2,13 @@
 //! of the contract, with forged, expired, mis-issued and mis-scoped tokens
 //! refused with the right status, `WWW-Authenticate`, reason and metric.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use http::{Method, Request, header};
 use idp_gate::demo::keys::SigningKey;
 use jsonwebtoken::Algorithm;
 use serde_json::json;
-use support::*;
 
 // ---------------------------------------------------------------- algorithms
 
@@ -21,12 +19,13 @@ async fn accepts_algorithm(alg: Algorithm) {
     let body = r.json();
     assert_eq!(body["path"], "/api/items");
     assert_eq!(body["method"], "GET");
-    assert_eq!(
-        w.gate
-            .metric("idp_gate_upstream_requests_total", &[("status", "200")])
-            .await,
-        1.0
-    );
+    w.gate
+        .assert_metric(
+            "idp_gate_upstream_requests_total",
+            &[("status", "200")],
+            1.0,
+        )
+        .await;
 }
 
 #[tokio::test]
@@ -640,15 +639,13 @@ async fn no_route_is_404_json_with_request_id() {
         r.header("content-type").as_deref(),
         Some("application/json")
     );
-    assert_eq!(
-        w.gate
-            .metric(
-                "idp_gate_requests_total",
-                &[("route", "unmatched"), ("status", "404")]
-            )
-            .await,
-        1.0
-    );
+    w.gate
+        .assert_metric(
+            "idp_gate_requests_total",
+            &[("route", "unmatched"), ("status", "404")],
+            1.0,
+        )
+        .await;
 }
 
 #[tokio::test]
@@ -676,15 +673,13 @@ async fn host_and_method_select_the_route() {
     )
     .await;
     assert_eq!(ok.status, 200, "{}", ok.text());
-    assert_eq!(
-        w.gate
-            .metric(
-                "idp_gate_requests_total",
-                &[("route", "deployer"), ("status", "200")]
-            )
-            .await,
-        1.0
-    );
+    w.gate
+        .assert_metric(
+            "idp_gate_requests_total",
+            &[("route", "deployer"), ("status", "200")],
+            1.0,
+        )
+        .await;
     // Another host falls through to the generic `api` route.
     let other = call(
         &w,
@@ -695,15 +690,13 @@ async fn host_and_method_select_the_route() {
     )
     .await;
     assert_eq!(other.status, 200);
-    assert_eq!(
-        w.gate
-            .metric(
-                "idp_gate_requests_total",
-                &[("route", "api"), ("status", "200")]
-            )
-            .await,
-        1.0
-    );
+    w.gate
+        .assert_metric(
+            "idp_gate_requests_total",
+            &[("route", "api"), ("status", "200")],
+            1.0,
+        )
+        .await;
     // A method the route does not list falls through too: the scope-less
     // token of org_xyz is then refused by the `api` route's organization list.
     let xyz = w.token("org_xyz", &[]);
@@ -717,15 +710,13 @@ async fn host_and_method_select_the_route() {
         "organization_denied",
     )
     .await;
-    assert_eq!(
-        w.gate
-            .metric(
-                "idp_gate_requests_total",
-                &[("route", "api"), ("method", "DELETE")]
-            )
-            .await,
-        1.0
-    );
+    w.gate
+        .assert_metric(
+            "idp_gate_requests_total",
+            &[("route", "api"), ("method", "DELETE")],
+            1.0,
+        )
+        .await;
 }
 
 #[tokio::test]
@@ -780,16 +771,18 @@ routes:
         gate.expect_ok("/api/a", &xyz).await.json()["path"],
         "/eu/api/a"
     );
-    assert_eq!(
-        gate.metric("idp_gate_upstream_requests_total", &[("upstream", "eu")])
-            .await,
-        1.0
-    );
-    assert_eq!(
-        gate.metric("idp_gate_upstream_requests_total", &[("upstream", "us")])
-            .await,
-        1.0
-    );
+    gate.assert_metric(
+        "idp_gate_upstream_requests_total",
+        &[("upstream", "eu")],
+        1.0,
+    )
+    .await;
+    gate.assert_metric(
+        "idp_gate_upstream_requests_total",
+        &[("upstream", "us")],
+        1.0,
+    )
+    .await;
     // With the EU server gone, only org_xyz is affected: it really was served there.
     eu.stop().await;
     let r = gate.get("/api/a", Some(&xyz)).await;
@@ -836,6 +829,7 @@ async fn refusals_never_echo_the_token() {
 
 #[tokio::test]
 async fn cached_verdicts_still_expire() {
+    let _load = timed().await;
     // The verified-token cache must not serve a token past its exp.
     let w = World::start(Algorithm::RS256, "  clockSkewSeconds: 0", DEFAULT_ROUTES).await;
     let mut c = w.claims("org_abc", &[]);

@@ -1,55 +1,35 @@
 //! End-to-end tests of the demo provider and echo upstream over real
 //! sockets on 127.0.0.1.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{HeaderMap, Method, Request, StatusCode};
-use http_body_util::{BodyExt as _, Full};
-use hyper::body::Frame;
+use http::{Method, Request, StatusCode};
+use http_body_util::BodyExt as _;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use idp_gate::demo::idp::{self, DevClient, DevIdpSettings, DevUser};
 use idp_gate::demo::keys::{KeyRing, SigningKey};
 use idp_gate::demo::mint::{MintRequest, mint};
-use idp_gate::demo::{echo, idp};
 use jsonwebtoken::jwk::{Jwk, JwkSet, ThumbprintHash};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+
+use crate::support::*;
 
 const API: &str = "https://apk.example.com/api";
 
-struct Running {
-    base: String,
-    keys: Arc<KeyRing>,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<std::io::Result<()>>,
-}
-
-impl Running {
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        (&mut self.task).await.unwrap().unwrap();
-    }
-}
-
-fn settings(issuer: String) -> idp::DevIdpSettings {
-    idp::DevIdpSettings {
+fn settings(issuer: String) -> DevIdpSettings {
+    DevIdpSettings {
         issuer,
         api_audience: API.into(),
-        clients: vec![idp::DevClient {
+        clients: vec![DevClient {
             client_id: "svc-client".into(),
             client_secret: "svc-secret".into(),
             organization: Some("org_acme".into()),
             scopes: vec!["read:items".into(), "write:items".into()],
         }],
-        users: vec![idp::DevUser {
+        users: vec![DevUser {
             username: "alice".into(),
             password: "wonderland".into(),
             email: "alice@example.com".into(),
@@ -62,76 +42,20 @@ fn settings(issuer: String) -> idp::DevIdpSettings {
     }
 }
 
-async fn start_idp(alg: Algorithm) -> Running {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let keys = Arc::new(KeyRing::generate(alg).unwrap());
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(idp::serve(
-        listener,
-        Arc::new(settings(format!("{base}/"))),
-        Arc::clone(&keys),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
-    Running {
-        base,
-        keys,
-        stop: Some(stop),
-        task,
-    }
+async fn start_idp(alg: Algorithm) -> DevIdp {
+    DevIdp::start(alg, "", settings).await
 }
 
-fn client() -> Client<HttpConnector, Full<Bytes>> {
-    Client::builder(TokioExecutor::new()).build_http()
+async fn get(url: &str) -> Resp {
+    send(&client(), Request::get(url).body(empty()).unwrap()).await
 }
 
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap()
-    }
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
-
-async fn send(req: Request<Full<Bytes>>) -> Reply {
-    let resp = client().request(req).await.unwrap();
-    let (parts, body) = resp.into_parts();
-    Reply {
-        status: parts.status,
-        headers: parts.headers,
-        body: body.collect().await.unwrap().to_bytes(),
-    }
-}
-
-async fn get(url: &str) -> Reply {
-    send(Request::get(url).body(Full::default()).unwrap()).await
-}
-
-async fn post_form(url: &str, form: &[(&str, &str)], basic: Option<&str>) -> Reply {
-    let body = url::form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(form)
-        .finish();
-    let mut req = Request::post(url).header("content-type", "application/x-www-form-urlencoded");
-    if let Some(basic) = basic {
-        req = req.header("authorization", basic);
-    }
-    send(req.body(Full::new(Bytes::from(body))).unwrap()).await
-}
-
-async fn post_json(url: &str, body: &Value) -> Reply {
+async fn post_json(url: &str, body: &Value) -> Resp {
     send(
+        &client(),
         Request::post(url)
             .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body.to_string())))
+            .body(full(body.to_string()))
             .unwrap(),
     )
     .await
@@ -268,17 +192,18 @@ async fn client_credentials_token_verifies_and_has_auth0_claims() {
         )
     );
     let reply = send(
+        &client(),
         Request::post(&token_url)
             .header("content-type", "application/json")
             .header("authorization", basic)
-            .body(Full::new(Bytes::from(
+            .body(full(
                 json!({
                     "grant_type": "client_credentials",
                     "organization": "org_other",
                     "scope": "read:items",
                 })
                 .to_string(),
-            )))
+            ))
             .unwrap(),
     )
     .await;
@@ -474,9 +399,10 @@ async fn refused_requests_get_oauth_errors_and_no_tokens() {
 
     let big = vec![b'a'; 70 * 1024];
     let reply = send(
+        &client(),
         Request::post(&url)
             .header("content-type", "application/x-www-form-urlencoded")
-            .body(Full::new(Bytes::from(big)))
+            .body(full(big))
             .unwrap(),
     )
     .await;
@@ -522,18 +448,9 @@ async fn rotation_publishes_both_keys_and_signs_with_the_new_one() {
 
 #[tokio::test]
 async fn issuer_with_a_path_serves_under_that_path() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}/tenant", listener.local_addr().unwrap());
-    let keys = Arc::new(KeyRing::generate(Algorithm::ES256).unwrap());
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(idp::serve(
-        listener,
-        Arc::new(settings(format!("{base}/"))),
-        keys,
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    let idp = DevIdp::start(Algorithm::ES256, "/tenant", settings).await;
+    let base = &idp.base;
+    assert!(base.ends_with("/tenant"), "{base}");
     let doc = get(&format!("{base}/.well-known/openid-configuration"))
         .await
         .json();
@@ -542,8 +459,7 @@ async fn issuer_with_a_path_serves_under_that_path() {
         get(&format!("{base}/.well-known/jwks.json")).await.status,
         StatusCode::OK
     );
-    let _ = stop.send(());
-    task.await.unwrap().unwrap();
+    idp.stop().await;
 }
 
 #[tokio::test]
@@ -553,8 +469,8 @@ async fn invalid_issuer_fails_fast() {
     s.clients.clear();
     let err = idp::serve(
         listener,
-        Arc::new(s),
-        Arc::new(KeyRing::generate(Algorithm::EdDSA).unwrap()),
+        std::sync::Arc::new(s),
+        std::sync::Arc::new(KeyRing::generate(Algorithm::EdDSA).unwrap()),
         std::future::pending(),
     )
     .await
@@ -632,34 +548,19 @@ fn minted_tokens_carry_the_requested_claims() {
     );
 }
 
-struct Echo {
-    base: String,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<std::io::Result<()>>,
-}
-
-async fn start_echo() -> Echo {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(echo::serve(listener, async move {
-        let _ = stopped.await;
-    }));
-    Echo { base, stop, task }
-}
-
 #[tokio::test]
 async fn echo_reports_method_raw_path_headers_and_streamed_body_size() {
-    let echo = start_echo().await;
+    let echo = Echo::start().await;
     let raw = "/a%2Fb/./c;p=1?q=%20+x&z=1&z=2&empty&%ZZ";
     let reply = send(
+        &client(),
         Request::builder()
             .method(Method::PATCH)
-            .uri(format!("{}{raw}", echo.base))
+            .uri(format!("{}{raw}", echo.url()))
             .header("x-multi", "one")
             .header("x-multi", "two")
             .header("authorization", "Bearer abc")
-            .body(Full::new(Bytes::from_static(b"hello")))
+            .body(full(&b"hello"[..]))
             .unwrap(),
     )
     .await;
@@ -673,29 +574,25 @@ async fn echo_reports_method_raw_path_headers_and_streamed_body_size() {
     assert_eq!(body["version"], "HTTP/1.1");
 
     // A chunked body of 4 MiB is counted, not buffered.
-    let stream_client: Client<HttpConnector, Chunks> =
-        Client::builder(TokioExecutor::new()).build_http();
-    let resp = stream_client
-        .request(
-            Request::post(format!("{}/upload", echo.base))
-                .body(Chunks { left: 64 })
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    let body: Value =
-        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    let reply = send(
+        &client(),
+        Request::post(format!("{}/upload", echo.url()))
+            .body(streaming_body(64, 64 * 1024))
+            .unwrap(),
+    )
+    .await;
+    let body = reply.json();
     assert_eq!(body["body_bytes"], 64 * 64 * 1024);
     assert_eq!(body["path"], "/upload");
 
     // Cleartext HTTP/2 with prior knowledge is accepted too.
-    let h2: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
+    let h2: HttpClient = Client::builder(TokioExecutor::new())
         .http2_only(true)
         .build_http();
     let resp = h2
         .request(
-            Request::get(format!("{}/h2?x=1", echo.base))
-                .body(Full::default())
+            Request::get(format!("{}/h2?x=1", echo.url()))
+                .body(empty())
                 .unwrap(),
         )
         .await
@@ -705,28 +602,5 @@ async fn echo_reports_method_raw_path_headers_and_streamed_body_size() {
     assert_eq!(body["version"], "HTTP/2.0");
     assert_eq!(body["path"], "/h2?x=1");
 
-    let _ = echo.stop.send(());
-    echo.task.await.unwrap().unwrap();
-}
-
-/// A body of `left` 64 KiB chunks with no declared length, so it goes
-/// out chunked.
-struct Chunks {
-    left: usize,
-}
-
-impl hyper::body::Body for Chunks {
-    type Data = Bytes;
-    type Error = std::convert::Infallible;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        if self.left == 0 {
-            return std::task::Poll::Ready(None);
-        }
-        self.left -= 1;
-        std::task::Poll::Ready(Some(Ok(Frame::data(Bytes::from(vec![7u8; 64 * 1024])))))
-    }
+    echo.stop().await;
 }

@@ -3,29 +3,29 @@
 //! configuration at once, bad files never replace a good one, and what a
 //! reload does not change (keys, verdicts, refresh tasks) is kept.
 
-mod support;
-
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::Algorithm;
-use support::*;
+
+use crate::support::*;
 
 /// A directory laid out like a mounted ConfigMap: `config.yaml` is a
 /// symlink into `..data/`, and `..data` a symlink to a versioned directory
 /// that each update replaces with one atomic rename.
 struct ConfigMapDir {
-    root: PathBuf,
+    root: TempDir,
     version: usize,
 }
 
 impl ConfigMapDir {
     fn new(text: &str) -> ConfigMapDir {
-        let root = std::env::temp_dir().join(format!("idp-gate-reload-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&root).unwrap();
-        let mut dir = ConfigMapDir { root, version: 0 };
+        let mut dir = ConfigMapDir {
+            root: TempDir::new("reload"),
+            version: 0,
+        };
         dir.update(text);
         std::os::unix::fs::symlink("..data/config.yaml", dir.path()).unwrap();
         dir
@@ -50,27 +50,27 @@ impl ConfigMapDir {
         if self.version > 1 {
             let old = self
                 .root
-                .join(format!("..2026_11_29_v{}", self.version - 1));
+                .join(&format!("..2026_11_29_v{}", self.version - 1));
             let _ = std::fs::remove_dir_all(old);
         }
     }
 }
 
-impl Drop for ConfigMapDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.root);
-    }
-}
-
-fn listeners() -> &'static str {
-    "listen: \"127.0.0.1:0\"\nadmin: { listen: \"127.0.0.1:0\" }\nshutdownGraceSeconds: 1\n"
-}
-
 /// A config whose every response says which generation served it: the
 /// upstream base path and the identity header name both carry `generation`.
 fn generation_config(jwks: &JwksServer, echo: &Echo, generation: &str) -> String {
-    format!(
-        r#"{listeners}idp:
+    generation_config_at(&jwks.jwks_url(), jwks, echo, generation)
+}
+
+/// [`generation_config`] with the provider's keys at `jwks_url`.
+fn generation_config_at(
+    jwks_url: &str,
+    jwks: &JwksServer,
+    echo: &Echo,
+    generation: &str,
+) -> String {
+    with_loopback_listeners(&format!(
+        r#"idp:
   issuer: "{issuer}"
   jwksEndpoint: "{jwks_url}"
   audiences: ["{AUDIENCE}"]
@@ -85,11 +85,9 @@ forwarding:
   identityHeaders:
     user: X-User-{generation}
 "#,
-        listeners = listeners(),
         issuer = jwks.issuer(),
-        jwks_url = jwks.jwks_url(),
         echo = echo.url(),
-    )
+    ))
 }
 
 async fn reloads(gate: &Gate) -> (f64, f64) {
@@ -132,6 +130,7 @@ const BAD_FILES: [&str; 3] = [
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_hundred_reloads_under_load_drop_nothing_and_never_mix() {
+    let _load = heavy().await;
     let ring = ring(Algorithm::RS256);
     let jwks = JwksServer::with_ring(ring.clone()).await;
     let echo = Echo::start().await;
@@ -232,11 +231,12 @@ async fn a_bad_file_keeps_the_running_configuration() {
     let token = sign(&ring.active(), &claims(&jwks.issuer(), "org_abc", &[]));
     let r = gate.expect_ok("/api/x", &token).await;
     assert_eq!(r.json()["path"], "/g0/api/x");
-    assert_eq!(
-        gate.metric("idp_gate_config_last_reload_success_timestamp_seconds", &[])
-            .await,
-        before
-    );
+    gate.assert_metric(
+        "idp_gate_config_last_reload_success_timestamp_seconds",
+        &[],
+        before,
+    )
+    .await;
     // The same bad bytes again are not another attempt; a fix is.
     dir.update(BAD_FILES[1]);
     tokio::time::sleep(Duration::from_millis(600)).await;
@@ -251,6 +251,7 @@ async fn a_bad_file_keeps_the_running_configuration() {
 
 #[tokio::test]
 async fn unchanged_providers_keep_their_keys_and_verdicts_and_removed_ones_stop() {
+    let _load = timed().await;
     let ring_a = ring(Algorithm::RS256);
     let jwks_a = JwksServer::with_ring(ring_a.clone()).await;
     let ring_b = ring(Algorithm::RS256);
@@ -266,13 +267,12 @@ async fn unchanged_providers_keep_their_keys_and_verdicts_and_removed_ones_stop(
         } else {
             String::new()
         };
-        format!(
-            "{}idps:\n  - name: a\n    issuer: \"{}\"\n    jwksEndpoint: \"{}\"\n    audiences: [\"{AUDIENCE}\"]\n{b}upstreams:\n  echo:\n    url: \"{}\"\nroutes:\n  - name: {route}\n    match: {{ pathPrefix: /api }}\n    upstream: echo\n",
-            listeners(),
+        with_loopback_listeners(&format!(
+            "idps:\n  - name: a\n    issuer: \"{}\"\n    jwksEndpoint: \"{}\"\n    audiences: [\"{AUDIENCE}\"]\n{b}upstreams:\n  echo:\n    url: \"{}\"\nroutes:\n  - name: {route}\n    match: {{ pathPrefix: /api }}\n    upstream: echo\n",
             jwks_a.issuer(),
             jwks_a.jwks_url(),
             echo.url()
-        )
+        ))
     };
     let mut dir = ConfigMapDir::new(&two("first", true));
     let gate = Gate::start_file(&dir.path()).await;
@@ -286,21 +286,16 @@ async fn unchanged_providers_keep_their_keys_and_verdicts_and_removed_ones_stop(
     dir.update(&two("second", true));
     wait_reloads(&gate, 1.0, 0.0).await;
     gate.expect_ok("/api/x", &token).await;
-    assert_eq!(
-        gate.metric("idp_gate_requests_total", &[("route", "second")])
-            .await,
-        1.0
-    );
+    gate.assert_metric("idp_gate_requests_total", &[("route", "second")], 1.0)
+        .await;
     assert_eq!(
         jwks_a.fetches(),
         fetches_a,
         "provider a's keys were fetched again"
     );
-    assert_eq!(
-        gate.metric("idp_gate_token_cache_hits_total", &[]).await,
-        hits + 1.0,
-        "the verified-token cache was dropped"
-    );
+    // The verified-token cache is kept: the same token is one more hit.
+    gate.assert_metric("idp_gate_token_cache_hits_total", &[], hits + 1.0)
+        .await;
 
     // Provider `b` refreshes every second; once removed, it stops.
     assert!(jwks_b.wait_fetches(2, Duration::from_secs(5)).await);
@@ -328,11 +323,8 @@ async fn a_reload_never_makes_a_ready_gateway_unready() {
     gate.wait_ready(Duration::from_secs(10)).await;
     // A new provider whose keys cannot be fetched.
     let dead = dead_addr().await;
-    let text = generation_config(&jwks, &echo, "g1").replace(
-        &format!("jwksEndpoint: \"{}\"", jwks.jwks_url()),
-        &format!("jwksEndpoint: \"http://{dead}/jwks.json\""),
-    );
-    dir.update(&text);
+    let dead_keys = format!("http://{dead}/jwks.json");
+    dir.update(&generation_config_at(&dead_keys, &jwks, &echo, "g1"));
     let started = Instant::now();
     let token = sign(&ring.active(), &claims(&jwks.issuer(), "org_abc", &[]));
     // Meanwhile, and after the reload gives up, the old config serves.
@@ -357,19 +349,18 @@ async fn a_reload_never_makes_a_ready_gateway_unready() {
 
 #[tokio::test]
 async fn requests_in_flight_finish_on_the_configuration_they_started_with() {
-    let slow = slow_upstream(Duration::from_millis(1500)).await;
+    let slow = SlowUpstream::start(Duration::from_millis(1500)).await;
     let echo = Echo::start().await;
     let text = |upstream: &str| {
-        format!(
-            "{}upstreams:\n  u:\n    url: \"{upstream}\"\nroutes:\n  - {{ name: r, match: {{ pathPrefix: / }}, auth: none, upstream: u }}\n",
-            listeners()
-        )
+        with_loopback_listeners(&format!(
+            "upstreams:\n  u:\n    url: \"{upstream}\"\nroutes:\n  - {{ name: r, match: {{ pathPrefix: / }}, auth: none, upstream: u }}\n"
+        ))
     };
-    let mut dir = ConfigMapDir::new(&text(&format!("http://{slow}")));
+    let mut dir = ConfigMapDir::new(&text(&slow.url()));
     let gate = Arc::new(Gate::start_file(&dir.path()).await);
     let g = gate.clone();
     let inflight = tokio::spawn(async move { g.get("/slow", None).await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    slow.arrived("/slow").await;
     dir.update(&text(&echo.url()));
     wait_reloads(&gate, 1.0, 0.0).await;
     // New requests go to the new upstream at once…
@@ -380,87 +371,27 @@ async fn requests_in_flight_finish_on_the_configuration_they_started_with() {
     assert_eq!(r.text(), "slow");
 }
 
-/// Answers `slow` after `delay`.
-async fn slow_upstream(delay: Duration) -> std::net::SocketAddr {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                let _ = s.read(&mut buf).await;
-                tokio::time::sleep(delay).await;
-                let _ = s
-                    .write_all(
-                        b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\nslow",
-                    )
-                    .await;
-            });
-        }
-    });
-    addr
-}
-
 #[tokio::test]
 async fn tls_certificates_are_reloaded_when_their_files_change() {
-    let dir = std::env::temp_dir().join(format!("idp-gate-tls-reload-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let write_cert = |name: &str| {
-        let c = rcgen::generate_simple_self_signed(vec![name.to_string()]).unwrap();
-        std::fs::write(dir.join("tls.crt"), c.cert.pem()).unwrap();
-        std::fs::write(dir.join("tls.key"), c.signing_key.serialize_pem()).unwrap();
-        c.cert.der().clone()
-    };
-    let first = write_cert("localhost");
+    let dir = TempDir::new("tls-reload");
+    let first = SelfSigned::new();
+    let (cert_file, key_file) = first.write(&dir);
     let echo = Echo::start().await;
-    let config = dir.join("gate.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "{}tls: {{ certFile: \"{}\", keyFile: \"{}\" }}\nupstreams:\n  u:\n    url: \"{}\"\nroutes:\n  - {{ name: r, match: {{ pathPrefix: / }}, auth: none, upstream: u }}\n",
-            listeners(),
-            dir.join("tls.crt").display(),
-            dir.join("tls.key").display(),
+    let config = dir.write(
+        "gate.yaml",
+        with_loopback_listeners(&format!(
+            "tls: {{ certFile: \"{}\", keyFile: \"{}\" }}\nupstreams:\n  u:\n    url: \"{}\"\nroutes:\n  - {{ name: r, match: {{ pathPrefix: / }}, auth: none, upstream: u }}\n",
+            cert_file.display(),
+            key_file.display(),
             echo.url()
-        ),
-    )
-    .unwrap();
+        )),
+    );
     let gate = Gate::start_file(&config).await;
-    assert_eq!(served_certificate(gate.proxy).await, first.to_vec());
-    let second = write_cert("localhost");
+    assert_eq!(served_certificate(gate.proxy).await, first.der());
+    let second = SelfSigned::new();
+    second.write(&dir);
     wait_reloads(&gate, 1.0, 0.0).await;
-    assert_eq!(served_certificate(gate.proxy).await, second.to_vec());
-    let _ = std::fs::remove_dir_all(dir);
-}
-
-/// A fresh directory for files a config names, removed on drop.
-struct Files(PathBuf);
-
-impl Files {
-    fn new(tag: &str) -> Files {
-        let dir = std::env::temp_dir().join(format!("idp-gate-{tag}-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
-        Files(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
-    /// Replaces `name` the way a Secret or a cert-manager volume does: the
-    /// new bytes in another file, renamed over the old one.
-    fn replace(&self, name: &str, text: &str) {
-        let tmp = self.path(&format!(".{name}.tmp"));
-        std::fs::write(&tmp, text).unwrap();
-        std::fs::rename(&tmp, self.path(name)).unwrap();
-    }
-}
-
-impl Drop for Files {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+    assert_eq!(served_certificate(gate.proxy).await, second.der());
 }
 
 /// Polls `GET path` until it answers `status`; the last answer otherwise.
@@ -480,19 +411,19 @@ async fn a_changed_upstream_ca_bundle_is_trusted_without_a_restart() {
     let (ca1, ca2) = (TestCa::new("CA-1"), TestCa::new("CA-2"));
     let upstream = HttpsHello::start(ca2.acceptor()).await;
     // The bundle in a directory of its own: the config's is not enough.
-    let (config_dir, ca_dir) = (Files::new("ca-reload-config"), Files::new("ca-reload-ca"));
-    std::fs::write(ca_dir.path("ca.pem"), &ca1.pem).unwrap();
-    let config = config_dir.path("gate.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "{}upstreams:\n  tls: {{ url: \"{}\", caFile: \"{}\" }}\nroutes:\n  - {{ name: r, match: {{ pathPrefix: / }}, auth: none, upstream: tls }}\n",
-            listeners(),
+    let (config_dir, ca_dir) = (
+        TempDir::new("ca-reload-config"),
+        TempDir::new("ca-reload-ca"),
+    );
+    let ca_file = ca_dir.write("ca.pem", &ca1.pem);
+    let config = config_dir.write(
+        "gate.yaml",
+        with_loopback_listeners(&format!(
+            "upstreams:\n  tls: {{ url: \"{}\", caFile: \"{}\" }}\nroutes:\n  - {{ name: r, match: {{ pathPrefix: / }}, auth: none, upstream: tls }}\n",
             upstream.url(),
-            ca_dir.path("ca.pem").display(),
-        ),
-    )
-    .unwrap();
+            ca_file.display(),
+        )),
+    );
     let gate = Gate::start_file(&config).await;
     gate.wait_ready(Duration::from_secs(10)).await;
     assert_eq!(gate.get("/x", None).await.status, 502);
@@ -505,11 +436,11 @@ async fn a_changed_upstream_ca_bundle_is_trusted_without_a_restart() {
     wait_reloads(&gate, 1.0, 0.0).await;
 
     // Written in place, back to CA-1: new connections are refused again.
-    std::fs::write(ca_dir.path("ca.pem"), &ca1.pem).unwrap();
+    ca_dir.write("ca.pem", &ca1.pem);
     let r = wait_status(&gate, "/x", None, 502).await;
     assert_eq!(r.status, 502, "{}", r.text());
     wait_reloads(&gate, 2.0, 0.0).await;
-    std::fs::write(ca_dir.path("ca.pem"), &ca2.pem).unwrap();
+    ca_dir.write("ca.pem", &ca2.pem);
     assert_eq!(wait_status(&gate, "/x", None, 200).await.status, 200);
     wait_reloads(&gate, 3.0, 0.0).await;
 }
@@ -520,23 +451,17 @@ async fn a_changed_idp_ca_bundle_is_trusted_without_a_restart() {
     let ring = ring(Algorithm::RS256);
     let jwks = JwksServer::start_tls(JwksSource::Ring(ring.clone()), ca2.acceptor()).await;
     let echo = Echo::start().await;
-    let (config_dir, ca_dir) = (Files::new("idp-ca-config"), Files::new("idp-ca-ca"));
-    std::fs::write(ca_dir.path("ca.pem"), &ca1.pem).unwrap();
-    let config = config_dir.path("gate.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "{}{}",
-            listeners(),
-            support::config(
-                &jwks,
-                &echo,
-                &format!("  caFile: \"{}\"", ca_dir.path("ca.pem").display()),
-                DEFAULT_ROUTES
-            )
-        ),
-    )
-    .unwrap();
+    let (config_dir, ca_dir) = (TempDir::new("idp-ca-config"), TempDir::new("idp-ca-ca"));
+    let ca_file = ca_dir.write("ca.pem", &ca1.pem);
+    let config = config_dir.write(
+        "gate.yaml",
+        with_loopback_listeners(&config(
+            &jwks,
+            &echo,
+            &format!("  caFile: \"{}\"", ca_file.display()),
+            DEFAULT_ROUTES,
+        )),
+    );
     let gate = Gate::start_file(&config).await;
     let token = sign(&ring.active(), &claims(&jwks.issuer(), "org_abc", &[]));
     // CA-1 does not vouch for the JWKS server: no keys, fail closed.
@@ -616,99 +541,69 @@ async fn served_certificate(addr: std::net::SocketAddr) -> Vec<u8> {
 
 // ------------------------------------------------------------ the binary
 
-const BIN: &str = env!("CARGO_BIN_EXE_idp-gate");
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_and_never_ends_the_process() {
     let echo = Echo::start().await;
     // Slow keys keep the gateway starting (not ready) for a while.
     let jwks = JwksServer::with_ring(ring(Algorithm::RS256)).await;
     jwks.set_delay(Duration::from_millis(1500));
-    let (proxy, admin) = (free_addr(), free_addr());
     let text = |route: &str, extra: &str| {
-        format!(
-            "listen: \"{proxy}\"\nadmin: {{ listen: \"{admin}\" }}\nshutdownGraceSeconds: 1\nidp: {{ issuer: \"{}\", jwksEndpoint: \"{}\", audiences: [a] }}\nupstreams:\n  u:\n    url: \"{}\"\nroutes:\n  - {{ name: {route}, match: {{ pathPrefix: / }}, auth: none, upstream: u }}\n{extra}",
+        with_loopback_listeners(&format!(
+            "idp: {{ issuer: \"{}\", jwksEndpoint: \"{}\", audiences: [a] }}\nupstreams:\n  u:\n    url: \"{}\"\nroutes:\n  - {{ name: {route}, match: {{ pathPrefix: / }}, auth: none, upstream: u }}\n{extra}",
             jwks.issuer(),
             jwks.jwks_url(),
             echo.url()
-        )
+        ))
     };
-    let dir = std::env::temp_dir().join(format!("idp-gate-sighup-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("gate.yaml");
-    std::fs::write(&path, text("first", "")).unwrap();
-    let log = dir.join("out.log");
-    let mut child = tokio::process::Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&path)
-        .stderr(std::fs::File::create(&log).unwrap())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let pid = child.id().unwrap();
+    let mut starting = GateProcess::config(&text("first", "")).spawn();
     // During start-up: as soon as the process says it is starting, long
     // before its keys are loaded.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains("starting")
-    {
-        assert!(Instant::now() < deadline, "no start-up line");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    signal(pid, "-HUP");
-    let c = client();
-    let get = |url: String| {
-        let c = c.clone();
-        async move {
-            let req = http::Request::get(url).body(empty()).unwrap();
-            match tokio::time::timeout(Duration::from_secs(2), c.request(req)).await {
-                Ok(Ok(r)) => {
-                    let status = r.status().as_u16();
-                    let body = collect(r).await;
-                    Some((status, body.text()))
-                }
-                _ => None,
-            }
-        }
-    };
+    starting
+        .proc
+        .wait_for("a start-up line", Duration::from_secs(10), |l| {
+            l.contains("starting").then_some(())
+        })
+        .await;
+    starting.proc.signal("-HUP");
+    let mut gate = starting.listening().await;
     let deadline = Instant::now() + Duration::from_secs(10);
     jwks.set_delay(Duration::ZERO);
-    while get(format!("http://{admin}/readyz")).await.map(|r| r.0) != Some(200) {
+    while fetch(&gate.admin_url("/readyz"), &[])
+        .await
+        .map(|r| r.status)
+        != Ok(http::StatusCode::OK)
+    {
         assert!(
-            child.try_wait().unwrap().is_none(),
-            "SIGHUP during start-up ended the process"
+            gate.proc.exited().is_none(),
+            "SIGHUP during start-up ended the process\n{}",
+            gate.proc.output()
         );
         assert!(Instant::now() < deadline, "never ready");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let metrics = || async { get(format!("http://{admin}/metrics")).await.unwrap().1 };
     let count = |text: &str, result: &str| {
         metric_value(text, "idp_gate_config_reloads_total", &[("result", result)])
     };
 
     // A bad file: every problem logged with its path, the process lives on.
-    std::fs::write(
-        &path,
-        text(
-            "second",
-            "organizationBinding: { header: \"bad header\" }\nbogusKey: 1\n",
-        ),
-    )
-    .unwrap();
-    let errors_before = count(&metrics().await, "error");
-    signal(pid, "-HUP");
+    gate.write_config(&text(
+        "second",
+        "organizationBinding: { header: \"bad header\" }\nbogusKey: 1\n",
+    ));
+    let errors_before = count(&gate.metrics_text().await, "error");
+    gate.proc.signal("-HUP");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while count(&metrics().await, "error") <= errors_before {
+    while count(&gate.metrics_text().await, "error") <= errors_before {
         assert!(Instant::now() < deadline, "the bad reload was not counted");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(
-        child.try_wait().unwrap().is_none(),
-        "a bad reload ended the process"
+        gate.proc.exited().is_none(),
+        "a bad reload ended the process\n{}",
+        gate.proc.output()
     );
-    assert_eq!(get(format!("http://{proxy}/x")).await.unwrap().0, 200);
-    let logs = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(gate.get("/x", None).await.status, 200);
+    let logs = gate.logs().join("\n");
     for path in ["bogusKey", "organizationBinding.header"] {
         assert!(
             logs.lines()
@@ -718,29 +613,27 @@ async fn sighup_reloads_and_never_ends_the_process() {
     }
 
     // Two SIGHUPs in quick succession on a good file.
-    std::fs::write(&path, text("third", "")).unwrap();
-    signal(pid, "-HUP");
-    signal(pid, "-HUP");
+    gate.write_config(&text("third", ""));
+    gate.proc.signal("-HUP");
+    gate.proc.signal("-HUP");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let _ = get(format!("http://{proxy}/x")).await;
-        let m = metrics().await;
-        if metric_value(&m, "idp_gate_requests_total", &[("route", "third")]) >= 1.0 {
+        let _ = fetch(&gate.url("/x"), &[]).await;
+        if gate
+            .metric("idp_gate_requests_total", &[("route", "third")])
+            .await
+            >= 1.0
+        {
             break;
         }
         assert!(
             Instant::now() < deadline,
             "the good reload never took effect:\n{}",
-            std::fs::read_to_string(&log).unwrap()
+            gate.proc.output()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(child.try_wait().unwrap().is_none());
-    signal(pid, "-TERM");
-    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    gate.proc.assert_running();
+    let (status, _) = gate.proc.terminate(Duration::from_secs(10)).await;
     assert!(status.success(), "{status:?}");
-    let _ = std::fs::remove_dir_all(dir);
 }
