@@ -275,13 +275,7 @@ async fn the_layer_needs_no_upstream_and_tells_no_next_hop() {
         jwks.issuer(),
         jwks.jwks_url()
     );
-    let config = parse_config(&yaml);
-    let layer = AuthLayer::from_config(config).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while layer.snapshot().readiness().is_err() {
-        assert!(Instant::now() < deadline, "keys never loaded");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let layer = ready_layer(&yaml).await;
     let app = axum::Router::new()
         .route("/api/hello", axum::routing::get(seen_headers))
         .layer(layer);

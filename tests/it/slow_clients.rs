@@ -244,6 +244,21 @@ async fn a_request_body_that_stops_arriving_is_ended_with_408_and_counted() {
     );
 }
 
+/// Whether the upstream behind `/first` answers a request with 200 again
+/// within `within` (its one slot freed).
+async fn answers_ok_within(gate: &Gate, within: Duration) -> bool {
+    let started = Instant::now();
+    loop {
+        if gate.get("/first/x", None).await.status == StatusCode::OK {
+            return true;
+        }
+        if started.elapsed() > within {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Asks for the endless `/fire` body and reads none of it.
 async fn unread_fire(gate: &Gate) -> TcpStream {
     let mut s = TcpStream::connect(gate.proxy).await.unwrap();
@@ -271,17 +286,7 @@ async fn a_response_the_client_stops_reading_is_abandoned_and_its_upstream_slot_
         resp.text()
     );
 
-    let started = Instant::now();
-    let freed = loop {
-        let resp = gate.get("/first/x", None).await;
-        if resp.status == StatusCode::OK {
-            break true;
-        }
-        if started.elapsed() > Duration::from_secs(10) {
-            break false;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let freed = answers_ok_within(&gate, Duration::from_secs(10)).await;
     assert!(freed, "the unread response kept the upstream's slot");
     gate.assert_metric(
         "idp_gate_client_timeouts_total",
@@ -315,17 +320,7 @@ async fn an_http2_client_that_keeps_a_zero_window_has_its_response_abandoned() {
         "{}",
         resp.text()
     );
-    let started = Instant::now();
-    let freed = loop {
-        let resp = gate.get("/first/x", None).await;
-        if resp.status == StatusCode::OK {
-            break true;
-        }
-        if started.elapsed() > Duration::from_secs(10) {
-            break false;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let freed = answers_ok_within(&gate, Duration::from_secs(10)).await;
     assert!(freed, "the zero-window stream kept the upstream's slot");
     assert!(
         gate.metric(
