@@ -57,16 +57,45 @@ pub struct Running {
     /// The metrics.
     pub metrics: Arc<Metrics>,
     reloader: Option<Arc<Reloader>>,
+    leaving: watch::Sender<bool>,
     shutdown: watch::Sender<bool>,
+    /// `shutdownDelaySeconds`.
+    delay: std::time::Duration,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl Running {
+    /// Starts leaving: not ready at once, but still accepting and serving,
+    /// every connection asked to close after its request (`Connection:
+    /// close`, HTTP/2 GOAWAY), so clients move on while the load balancer
+    /// still sends them here.
+    pub fn leave(&self) {
+        self.gateway.leave();
+        let _ = self.leaving.send(true);
+    }
+
     /// Starts draining: not ready, no new connections, in-flight requests
     /// get `shutdownGraceSeconds` to finish.
     pub fn shutdown(&self) {
         self.gateway.drain();
+        let _ = self.leaving.send(true);
         let _ = self.shutdown.send(true);
+    }
+
+    /// The whole stop on a signal: leave, then after `shutdownDelaySeconds`
+    /// (or at `skip`, a second signal) drain, and wait until done.
+    pub async fn stop(self, skip: impl Future<Output = ()>) {
+        self.leave();
+        if !self.delay.is_zero() {
+            tracing::info!(delay = ?self.delay, "shutting down: not ready, still serving");
+            tokio::select! {
+                _ = tokio::time::sleep(self.delay) => {}
+                _ = skip => tracing::info!("second signal: the delay is skipped"),
+            }
+        }
+        tracing::info!("shutting down: draining in-flight requests");
+        self.shutdown();
+        self.wait().await;
     }
 
     /// Reloads the config file now, as SIGHUP does. Fails when the gateway
@@ -137,6 +166,7 @@ async fn start_with(
             source,
         })?;
     let grace = config.shutdown_grace;
+    let delay = config.shutdown_delay;
     let limits = config.limits.clone();
     let tls_on = acceptor.is_some();
     for p in config.providers.iter().filter(|p| p.allow_insecure_http) {
@@ -164,6 +194,7 @@ async fn start_with(
     });
     let reload_task = reloader.clone().map(|r| tokio::spawn(r.run(sighup)));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (leaving_tx, leaving_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
@@ -185,6 +216,7 @@ async fn start_with(
                 let g = gateway.clone();
                 Arc::new(move |peer, status| g.rejected(peer, status))
             }),
+            leaving: Some(leaving_rx),
         },
         move |req, peer| {
             let g = g.clone();
@@ -220,7 +252,9 @@ async fn start_with(
         gateway,
         metrics,
         reloader,
+        leaving: leaving_tx,
         shutdown: shutdown_tx,
+        delay,
         tasks: vec![sequence],
     })
 }
@@ -234,9 +268,7 @@ pub async fn run(
 ) -> Result<(), StartError> {
     let running = start_watching(config, path, sighup).await?;
     wait_for_signal().await;
-    tracing::info!("shutting down: draining in-flight requests");
-    running.shutdown();
-    running.wait().await;
+    running.stop(wait_for_signal()).await;
     tracing::info!("stopped");
     Ok(())
 }

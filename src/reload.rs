@@ -332,6 +332,10 @@ fn warn_about_restart_only_changes(old: &Config, new: &Config) {
             "shutdownGraceSeconds",
         ),
         (
+            old.shutdown_delay != new.shutdown_delay,
+            "shutdownDelaySeconds",
+        ),
+        (
             old.organization_label != new.organization_label,
             "metrics.organizationLabel",
         ),

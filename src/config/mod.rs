@@ -91,6 +91,8 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     /// Drain time on shutdown.
     pub shutdown_grace: Duration,
+    /// Serving on, not ready, before the drain starts.
+    pub shutdown_delay: Duration,
     /// TLS termination on the proxy listener.
     pub tls: Option<TlsFiles>,
     /// Identity providers (`idp` alone is one named `default`).

@@ -36,6 +36,8 @@ pub struct Gateway {
     forwarder: Forwarder,
     metrics: Arc<Metrics>,
     draining: AtomicBool,
+    /// Shutting down: not ready, though still serving until draining.
+    leaving: AtomicBool,
     /// Whether clients connect over TLS (`X-Forwarded-Proto`).
     tls: bool,
     tunnels: Arc<Tunnels>,
@@ -54,6 +56,7 @@ impl Gateway {
             forwarder,
             metrics,
             draining: AtomicBool::new(false),
+            leaving: AtomicBool::new(false),
             tls,
             tunnels,
         }
@@ -67,6 +70,12 @@ impl Gateway {
     /// Installs a new snapshot; requests in flight finish on the old one.
     pub fn swap(&self, snapshot: Arc<Snapshot>) {
         self.snapshot.store(snapshot);
+    }
+
+    /// Reports not-ready from now on, while requests are still served:
+    /// the process is about to stop.
+    pub fn leave(&self) {
+        self.leaving.store(true, Ordering::SeqCst);
     }
 
     /// Stops taking new requests (they get 503) and reports not-ready.
@@ -87,6 +96,9 @@ impl Gateway {
     pub fn readiness(&self) -> Result<(), String> {
         if self.is_draining() {
             return Err("draining".into());
+        }
+        if self.leaving.load(Ordering::SeqCst) {
+            return Err("shutting down".into());
         }
         self.snapshot.load().readiness()
     }

@@ -49,6 +49,11 @@ pub struct ServeOptions {
     pub on_rejected: Option<Rejected>,
     /// Counts responses abandoned because the client stopped reading them.
     pub unread: Option<prometheus::IntCounter>,
+    /// Turns true when the process is about to stop: connections are still
+    /// accepted and served, but each is asked to close after its request
+    /// (`Connection: close`, HTTP/2 GOAWAY), so clients move elsewhere
+    /// before the listener goes away.
+    pub leaving: Option<watch::Receiver<bool>>,
 }
 
 /// See [`ServeOptions::on_rejected`]: the client and the status sent.
@@ -64,6 +69,7 @@ impl ServeOptions {
             refused: None,
             on_rejected: None,
             unread: None,
+            leaving: None,
         }
     }
 }
@@ -72,6 +78,8 @@ impl ServeOptions {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Serving,
+    /// Still accepting and serving, one request per connection.
+    Leaving,
     /// Finish what is in flight, take nothing new.
     Draining,
     /// The grace period is over: close now.
@@ -97,6 +105,8 @@ pub async fn serve<H, F, B>(
     let slots = Arc::new(Semaphore::new(max));
     let clients = Arc::new(ClientCounts::new(limits.max_connections_per_client));
     let (phase_tx, phase_rx) = watch::channel(Phase::Serving);
+    let mut leaving = options.leaving.clone();
+    let mut left = false;
     let refuse = |reason: &'static str| {
         if let Some(c) = &options.refused {
             c.with_label_values(&[reason]).inc();
@@ -107,6 +117,18 @@ pub async fn serve<H, F, B>(
     loop {
         let (stream, peer) = tokio::select! {
             _ = &mut shutdown => break,
+            told = async {
+                match leaving.as_mut() {
+                    Some(l) => l.wait_for(|l| *l).await.is_ok(),
+                    None => std::future::pending().await,
+                }
+            }, if !left => {
+                left = true;
+                if told {
+                    let _ = phase_tx.send(Phase::Leaving);
+                }
+                continue;
+            }
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
@@ -200,8 +222,8 @@ impl Connection {
                 let sniffed = tokio::select! {
                     sniffed = tokio::time::timeout_at(deadline, protocol::sniff(&stream)) => sniffed,
                     // Draining: a connection that has sent nothing yet has
-                    // nothing to finish.
-                    _ = phase.wait_for(|p| *p != Phase::Serving) => return,
+                    // nothing to finish. (While leaving, it is still served.)
+                    _ = phase.wait_for(|p| matches!(p, Phase::Draining | Phase::Closing)) => return,
                 };
                 let protocol = match sniffed {
                     Ok(Ok(protocol)) => protocol,
@@ -251,9 +273,11 @@ impl Connection {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let peer = self.peer;
+        let head_seen = head.clone();
         let service = {
             let activity = activity.clone();
             let hold = self.hold.clone();
+            let phase = self.phase.clone();
             service_fn(move |mut req: Request<Incoming>| {
                 head.store(true, Ordering::Relaxed);
                 if req.headers().contains_key(http::header::UPGRADE) {
@@ -262,13 +286,28 @@ impl Connection {
                 let busy = activity.enter();
                 let activity = activity.clone();
                 let handler = handler.clone();
+                let phase = phase.clone();
                 // Boxed: hyper keeps a slot the size of this future on every
                 // connection, idle or not; boxing moves it to the request.
                 Box::pin(async move {
                     let resp = handler(req, peer).await;
                     drop(busy);
                     let resp = match protocol {
-                        Protocol::Http1 => resp.map(Served::Plain),
+                        Protocol::Http1 => {
+                            let mut resp = resp.map(Served::Plain);
+                            // Leaving: the client should take its next
+                            // request elsewhere (an upgrade keeps its own
+                            // `Connection`).
+                            if *phase.borrow() != Phase::Serving
+                                && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS
+                            {
+                                resp.headers_mut().insert(
+                                    http::header::CONNECTION,
+                                    http::HeaderValue::from_static("close"),
+                                );
+                            }
+                            resp
+                        }
                         Protocol::Http2 => resp.map(|b| Served::Watched(activity.watch(b))),
                     };
                     Ok::<_, Infallible>(resp)
@@ -276,11 +315,18 @@ impl Connection {
             })
         };
         let mut conn = self.builders.serve(protocol, TokioIo::new(io), service);
+        let mut closing = false;
+        // An HTTP/2 connection accepted while leaving is sent GOAWAY at
+        // once, which lets the streams the client opened finish. (HTTP/1.1
+        // responses say `Connection: close` meanwhile.)
+        if protocol == Protocol::Http2 && *self.phase.borrow_and_update() == Phase::Leaving {
+            conn.as_mut().shut_down();
+            closing = true;
+        }
         let idle = self.limits.idle_timeout;
         let unread = self.limits.response_write_timeout;
         let period = (idle.min(unread) / 4).max(Duration::from_millis(25));
         let mut tick = tokio::time::interval(period);
-        let mut closing = false;
         loop {
             tokio::select! {
                 result = std::future::poll_fn(|cx| conn.as_mut().poll_serve(cx)) => {
@@ -317,7 +363,15 @@ impl Connection {
                     };
                     match phase {
                         Phase::Serving => {}
-                        Phase::Draining => {
+                        // An HTTP/1.1 connection that has not sent its
+                        // first request yet is left to send it: closing it
+                        // now could fail a request already on its way. Its
+                        // response says `Connection: close`.
+                        Phase::Leaving if protocol == Protocol::Http1 && !head_seen.load(Ordering::Relaxed) => {}
+                        // Finish what is in flight and close: HTTP/1.1
+                        // answers it with `Connection: close`, HTTP/2 sends
+                        // GOAWAY.
+                        Phase::Leaving | Phase::Draining => {
                             if !closing {
                                 conn.as_mut().shut_down();
                                 closing = true;

@@ -277,3 +277,110 @@ async fn connections_that_sent_nothing_do_not_hold_up_shutdown() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_loses_nothing_during_the_shutdown_delay() {
+    let _load = timed().await;
+    let echo = Echo::start().await;
+    let slow = SlowUpstream::start(Duration::from_millis(2500)).await;
+    let (delay, grace) = (2, 5);
+    let rest = format!(
+        "shutdownDelaySeconds: {delay}\nshutdownGraceSeconds: {grace}\n\
+         upstreams:\n  echo: {{ url: \"{}\" }}\n  slow: {{ url: \"{}\" }}\n\
+         routes:\n  - {{ name: slow, match: {{ pathPrefix: /slow }}, auth: none, upstream: slow }}\n  \
+         - {{ name: pub, match: {{ pathPrefix: / }}, auth: none, upstream: echo }}\n",
+        echo.url(),
+        slow.url()
+    );
+    let mut gate = GateProcess::config(&rest).ready().await;
+    // A keep-alive connection, and an HTTP/2 one, open before the signal.
+    assert_eq!(gate.get("/before", None).await.status, 200);
+    let (mut h2, h2_conn) = h2c::<ReqBody>(gate.proxy).await;
+    let req = Request::get(gate.url("/before")).body(empty()).unwrap();
+    assert_eq!(h2.send_request(req).await.unwrap().status(), 200);
+
+    let url = gate.url("/slow");
+    let inflight = tokio::spawn(async move { fetch(&url, &[]).await });
+    slow.arrived("/slow").await;
+    let started = Instant::now();
+    gate.proc.signal("-TERM");
+
+    // Not ready at once.
+    let mut ready = gate.readyz().await;
+    while ready.status == 200 && started.elapsed() < Duration::from_secs(1) {
+        ready = gate.readyz().await;
+    }
+    assert_eq!(ready.status, 503, "{}", ready.text());
+    assert!(ready.text().contains("shutting down"), "{}", ready.text());
+
+    // During the delay: new connections are accepted and served, each told
+    // to close, and so is the kept-alive one.
+    let mut served = 0;
+    while started.elapsed() < Duration::from_millis(1500) {
+        let r = fetch(&gate.url("/during"), &[]).await.unwrap_or_else(|e| {
+            panic!(
+                "a request failed {:?} into the delay: {e}",
+                started.elapsed()
+            )
+        });
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.header("connection").as_deref(), Some("close"));
+        served += 1;
+    }
+    assert!(served >= 5, "only {served} requests during the delay");
+    let r = gate.get("/kept-alive", None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // The HTTP/2 connection was sent GOAWAY and has closed; a new one is
+    // still served.
+    tokio::time::timeout(Duration::from_millis(500), h2_conn)
+        .await
+        .expect("GOAWAY closes the HTTP/2 connection during the delay")
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(delay));
+    assert_eq!(
+        h2_get(gate.proxy, &gate.url("/during"), &[]).await.status,
+        200
+    );
+
+    // The slow request, in flight all along, finishes; then the process
+    // exits, after the delay and within the grace.
+    let r = inflight.await.unwrap().expect("the slow request");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "slow");
+    let status = gate
+        .proc
+        .exit_within(Duration::from_secs(delay + grace + 5))
+        .await;
+    assert!(status.success(), "{status:?}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(delay),
+        "exited after {:?}, before the delay",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_skips_the_shutdown_delay() {
+    let _load = timed().await;
+    let echo = Echo::start().await;
+    let rest = format!(
+        "shutdownDelaySeconds: 30\nshutdownGraceSeconds: 5\n{}",
+        public_routes(&echo.url())
+    );
+    let mut gate = GateProcess::config(&rest).ready().await;
+    let started = Instant::now();
+    gate.proc.signal("-TERM");
+    // Still serving while the delay runs.
+    let r = fetch(&gate.url("/x"), &[])
+        .await
+        .expect("served during the delay");
+    assert_eq!(r.status, 200);
+    gate.proc.signal("-TERM");
+    let status = gate.proc.exit_within(Duration::from_secs(10)).await;
+    assert!(status.success(), "{status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the second signal did not skip the delay: {:?}",
+        started.elapsed()
+    );
+}

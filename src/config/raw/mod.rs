@@ -30,6 +30,13 @@ pub struct RawConfig {
     /// Seconds that in-flight requests get to finish after SIGTERM/SIGINT. Default 20.
     #[serde(default = "default_grace", deserialize_with = "u64_or_string")]
     pub shutdown_grace_seconds: u64,
+    /// Seconds to keep accepting and serving after SIGTERM/SIGINT, not
+    /// ready and asking every client to move on (`Connection: close`,
+    /// HTTP/2 GOAWAY), before the drain starts: the time a load balancer or
+    /// Kubernetes takes to stop sending new connections. A second signal
+    /// skips it. Default 0.
+    #[serde(default, deserialize_with = "u64_or_string")]
+    pub shutdown_delay_seconds: u64,
     /// The admin listener (`/metrics`, `/healthz`, `/readyz`).
     #[serde(default)]
     pub admin: RawAdmin,

@@ -157,6 +157,7 @@ fn compile(raw: RawConfig, p: &mut Problems) -> Config {
         listen: proxy.then(|| listen.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 8080)))),
         admin_listen: admin_listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9901))),
         shutdown_grace: Duration::from_secs(raw.shutdown_grace_seconds),
+        shutdown_delay: Duration::from_secs(raw.shutdown_delay_seconds),
         tls,
         providers,
         upstreams,
