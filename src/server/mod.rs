@@ -274,10 +274,15 @@ impl Connection {
     {
         let peer = self.peer;
         let head_seen = head.clone();
+        // Told when a request arrives on an HTTP/2 connection while
+        // leaving: GOAWAY waits for it, since sent before the client's
+        // first stream it would refuse that stream.
+        let leaving_request = Arc::new(tokio::sync::Notify::new());
         let service = {
             let activity = activity.clone();
             let hold = self.hold.clone();
             let phase = self.phase.clone();
+            let leaving_request = leaving_request.clone();
             service_fn(move |mut req: Request<Incoming>| {
                 head.store(true, Ordering::Relaxed);
                 if req.headers().contains_key(http::header::UPGRADE) {
@@ -287,6 +292,9 @@ impl Connection {
                 let activity = activity.clone();
                 let handler = handler.clone();
                 let phase = phase.clone();
+                if protocol == Protocol::Http2 && *phase.borrow() == Phase::Leaving {
+                    leaving_request.notify_one();
+                }
                 // Boxed: hyper keeps a slot the size of this future on every
                 // connection, idle or not; boxing moves it to the request.
                 Box::pin(async move {
@@ -316,13 +324,8 @@ impl Connection {
         };
         let mut conn = self.builders.serve(protocol, TokioIo::new(io), service);
         let mut closing = false;
-        // An HTTP/2 connection accepted while leaving is sent GOAWAY at
-        // once, which lets the streams the client opened finish. (HTTP/1.1
-        // responses say `Connection: close` meanwhile.)
-        if protocol == Protocol::Http2 && *self.phase.borrow_and_update() == Phase::Leaving {
-            conn.as_mut().shut_down();
-            closing = true;
-        }
+        // Seen here, so that only later changes wake the loop below.
+        self.phase.borrow_and_update();
         let idle = self.limits.idle_timeout;
         let unread = self.limits.response_write_timeout;
         let period = (idle.min(unread) / 4).max(Duration::from_millis(25));
@@ -356,6 +359,10 @@ impl Connection {
                         closing = true;
                     }
                 }
+                _ = leaving_request.notified(), if !closing => {
+                    conn.as_mut().shut_down();
+                    closing = true;
+                }
                 changed = self.phase.changed() => {
                     let phase = match changed {
                         Ok(()) => *self.phase.borrow_and_update(),
@@ -363,11 +370,12 @@ impl Connection {
                     };
                     match phase {
                         Phase::Serving => {}
-                        // An HTTP/1.1 connection that has not sent its
-                        // first request yet is left to send it: closing it
-                        // now could fail a request already on its way. Its
-                        // response says `Connection: close`.
-                        Phase::Leaving if protocol == Protocol::Http1 && !head_seen.load(Ordering::Relaxed) => {}
+                        // A connection that has not sent its first request
+                        // yet is left to send it: closing it now could fail
+                        // a request already on its way. Over HTTP/1.1 the
+                        // response says `Connection: close`; over HTTP/2
+                        // GOAWAY follows the request.
+                        Phase::Leaving if !head_seen.load(Ordering::Relaxed) => {}
                         // Finish what is in flight and close: HTTP/1.1
                         // answers it with `Connection: close`, HTTP/2 sends
                         // GOAWAY.
