@@ -106,7 +106,8 @@ impl Drop for AccessLine {
             path = %self.path,
             route = self.route.as_deref().unwrap_or("unmatched"),
             status,
-            latency_ms = self.start.elapsed().as_secs_f64() * 1000.0,
+            // Rounded to microseconds: more digits are noise, not precision.
+            latency_ms = self.start.elapsed().as_micros() as f64 / 1000.0,
             bytes_in = self.bytes_in.load(Ordering::Relaxed),
             bytes_out = self.bytes_out,
             org = self.identity.as_ref().and_then(|i| i.organization.as_deref()),

@@ -83,7 +83,9 @@ reference to the Secret-backed variable; its value is never rendered.
 
 {{/*
 Checksum of the rendered config, for a pod template annotation: a config
-change changes the pod template, so the pods roll (there is no hot reload).
+change changes the pod template, so the pods roll, and keys that take effect
+only at a start (listeners, limits, shutdown timings) apply too. (The gateway
+also reloads a changed mounted ConfigMap in place, between rollouts.)
 Only the ConfigMap's content goes in; the Secret's values never do.
 */}}
 {{- define "idp-gate.configChecksum" -}}
