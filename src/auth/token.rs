@@ -102,15 +102,7 @@ pub fn extract<'a>(
             TokenSource::Header { name, scheme } => {
                 for v in headers.get_all(name) {
                     if let Some(value) = header_token(v, scheme.as_deref()) {
-                        let carrier = Carrier::Header(name);
-                        keep(
-                            &mut found,
-                            Found {
-                                value,
-                                carrier,
-                                source,
-                            },
-                        )?;
+                        keep(&mut found, source, value, Carrier::Header(name))?;
                     }
                 }
             }
@@ -118,15 +110,7 @@ pub fn extract<'a>(
                 for p in query.into_iter().flat_map(query_params) {
                     if p.name.eq_ignore_ascii_case(name) {
                         let value = p.value();
-                        let carrier = Carrier::Query(p.span);
-                        keep(
-                            &mut found,
-                            Found {
-                                value,
-                                carrier,
-                                source,
-                            },
-                        )?;
+                        keep(&mut found, source, value, Carrier::Query(p.span))?;
                     }
                 }
             }
@@ -135,15 +119,7 @@ pub fn extract<'a>(
                     for (_, n, v) in cookie_pairs(field.as_bytes()) {
                         if n.eq_ignore_ascii_case(name.as_bytes()) {
                             let value = Cow::Borrowed(std::str::from_utf8(v).unwrap_or_default());
-                            let carrier = Carrier::Cookie(name);
-                            keep(
-                                &mut found,
-                                Found {
-                                    value,
-                                    carrier,
-                                    source,
-                                },
-                            )?;
+                            keep(&mut found, source, value, Carrier::Cookie(name))?;
                         }
                     }
                 }
@@ -159,16 +135,24 @@ pub fn extract<'a>(
     }
 }
 
-/// Keeps the first value found; a second one is the refusal.
-fn keep<'a>(found: &mut Option<Found<'a>>, new: Found<'a>) -> Result<(), GateError> {
+/// Keeps the first value found (`value`, carried by `carrier` of the
+/// source at index `source`); a second one is the refusal.
+fn keep<'a>(
+    found: &mut Option<Found<'a>>,
+    source: usize,
+    value: Cow<'a, str>,
+    carrier: Carrier<'a>,
+) -> Result<(), GateError> {
     match found {
         None => {
-            *found = Some(new);
+            *found = Some(Found {
+                value,
+                carrier,
+                source,
+            });
             Ok(())
         }
-        Some(first) if first.source == new.source => {
-            Err(GateError::BadRequest(new.carrier.repeated()))
-        }
+        Some(first) if first.source == source => Err(GateError::BadRequest(carrier.repeated())),
         Some(_) => Err(GateError::BadRequest(
             "the request carries credentials in more than one token source",
         )),
