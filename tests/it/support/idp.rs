@@ -1,21 +1,19 @@
 //! The development IdP (`demo::idp`) in-process, on its own port.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use idp_gate::demo::idp::{self, DevIdpSettings};
 use idp_gate::demo::keys::KeyRing;
 use jsonwebtoken::Algorithm;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+
+use super::Served;
 
 pub struct DevIdp {
     /// `http://ADDR` and the issuer's path, without the trailing slash.
     pub base: String,
     pub keys: Arc<KeyRing>,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<std::io::Result<()>>>,
+    served: Served,
 }
 
 impl DevIdp {
@@ -30,21 +28,11 @@ impl DevIdp {
         let addr = listener.local_addr().unwrap();
         let base = format!("http://{addr}{path}");
         let keys = Arc::new(KeyRing::generate(alg).unwrap());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(idp::serve(
-            listener,
-            Arc::new(settings(format!("{base}/"))),
-            keys.clone(),
-            async move {
-                let _ = stopped.await;
-            },
-        ));
-        DevIdp {
-            base,
-            keys,
-            stop: Some(stop),
-            task: Some(task),
-        }
+        let settings = Arc::new(settings(format!("{base}/")));
+        let served = Served::spawn("the IdP", |stop| {
+            idp::serve(listener, settings, keys.clone(), stop)
+        });
+        DevIdp { base, keys, served }
     }
 
     pub fn issuer(&self) -> String {
@@ -56,24 +44,7 @@ impl DevIdp {
     }
 
     /// Stops it and asserts that it ended cleanly.
-    pub async fn stop(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.task.take() {
-            tokio::time::timeout(Duration::from_secs(10), t)
-                .await
-                .expect("the IdP stops within 10 s")
-                .expect("the IdP's task")
-                .expect("the IdP ends cleanly");
-        }
-    }
-}
-
-impl Drop for DevIdp {
-    fn drop(&mut self) {
-        if let Some(t) = &self.task {
-            t.abort();
-        }
+    pub async fn stop(self) {
+        self.served.stop().await;
     }
 }

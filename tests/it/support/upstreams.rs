@@ -10,32 +10,28 @@ use futures_util::{SinkExt as _, StreamExt as _};
 use http::HeaderMap;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::handshake::server::{
     Request as WsRequest, Response as WsResponse,
 };
 
+use super::Served;
+
 /// The real echo upstream (`demo::echo`), on its own port.
 pub struct Echo {
     pub addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<std::io::Result<()>>>,
+    served: Served,
 }
 
 impl Echo {
     pub async fn start() -> Echo {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(idp_gate::demo::echo::serve(listener, async move {
-            let _ = stopped.await;
-        }));
-        Echo {
-            addr,
-            stop: Some(stop),
-            task: Some(task),
-        }
+        let served = Served::spawn("the echo server", |stop| {
+            idp_gate::demo::echo::serve(listener, stop)
+        });
+        Echo { addr, served }
     }
 
     pub fn url(&self) -> String {
@@ -44,25 +40,8 @@ impl Echo {
 
     /// Stops accepting, closes idle connections, and asserts that the
     /// server ended cleanly.
-    pub async fn stop(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.task.take() {
-            tokio::time::timeout(Duration::from_secs(10), t)
-                .await
-                .expect("the echo server stops within 10 s")
-                .expect("the echo server's task")
-                .expect("the echo server ends cleanly");
-        }
-    }
-}
-
-impl Drop for Echo {
-    fn drop(&mut self) {
-        if let Some(t) = &self.task {
-            t.abort();
-        }
+    pub async fn stop(self) {
+        self.served.stop().await;
     }
 }
 
